@@ -1,0 +1,137 @@
+"""Finding layers by name and capturing their outputs with scoped forward hooks."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+
+def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
+    """Check that every name is a submodule of ``model``; suggest near matches otherwise."""
+    names = [layers] if isinstance(layers, str) else list(layers)
+    if not names:
+        raise ValueError("layers: expected at least one module name, got an empty list")
+    modules = dict(model.named_modules())
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"layers: expected module names (str), got {type(name).__name__}")
+        if name not in modules or name == "":
+            near = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.5)
+            hint = f"; did you mean one of {near}?" if near else ""
+            raise ValueError(f"layers: the model has no module named {name!r}{hint}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"layers: expected distinct names, got {names}")
+    return names
+
+
+def find_feature_layer(model: nn.Module, images: Tensor) -> str:
+    """Name of the module that produces the last spatial feature map in a forward pass.
+
+    For a network of the form ``features -> global pooling -> classifier`` this is the feature
+    map that feeds the pooling. Among modules that finish together (a block and its last child),
+    the outermost one is chosen because its hook fires last.
+    """
+    last: list[str] = []
+
+    def remember(name: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: object) -> None:
+            if isinstance(output, Tensor) and output.ndim == 4 and output.shape[-2:].numel() > 1:
+                last[:] = [name]
+        return hook
+
+    handles = [m.register_forward_hook(remember(n)) for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            model(images[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not last:
+        raise ValueError("could not find a layer with a 4-D feature-map output; pass layers=[...]")
+    return last[0]
+
+
+class ActivationRecorder:
+    """Keeps the latest output of each named layer while ``armed``.
+
+    The recorded value is the layer's output as it was returned, even if the network later
+    changes that tensor in place. With ``track_gradients``, the first recorded layer becomes the
+    start of the autograd graph (a detached leaf) and grad mode is switched on from there: the
+    backbone below runs without a graph, so gradient methods cost little more memory than a
+    plain forward.
+    """
+
+    def __init__(self, model: nn.Module, layer_names: Sequence[str]) -> None:
+        self.model = model
+        self.layer_names = list(layer_names)
+        self.outputs: dict[str, Tensor] = {}
+        self.track_gradients = False
+        self.armed = False
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def attach(self) -> None:
+        modules = dict(self.model.named_modules())
+        self._handles = [modules[n].register_forward_hook(self._hook_for(n)) for n in self.layer_names]
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.outputs = {}
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def _hook_for(self, name: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: object) -> object:
+            if not self.armed:
+                return None
+            if not isinstance(output, Tensor) or output.ndim != 4:
+                got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+                raise ValueError(
+                    f"layer {name!r}: expected a 4-D feature map [B, C, h, w] as output, got {got}"
+                )
+            if self.track_gradients:
+                if not output.requires_grad:
+                    # Start the graph here: nothing below this layer is recorded by autograd.
+                    torch.set_grad_enabled(True)
+                    output = output.detach().requires_grad_(True)
+                self.outputs[name] = output
+                # The network continues on a copy, so a later in-place op (ReLU(inplace=True),
+                # `out += identity`) cannot change the recorded output.
+                return output.clone()
+            self.outputs[name] = output.detach().clone()
+            return None
+        return hook
+
+    @contextmanager
+    def recording(self, track_gradients: bool) -> Iterator[dict[str, Tensor]]:
+        """Arm the hooks for one forward pass; grad mode and the outputs are reset afterwards."""
+        grad_was_enabled = torch.is_grad_enabled()
+        self.outputs = {}
+        self.track_gradients = track_gradients
+        self.armed = True
+        torch.set_grad_enabled(False)
+        try:
+            yield self.outputs
+        finally:
+            self.armed = False
+            self.outputs = {}
+            torch.set_grad_enabled(grad_was_enabled)
+
+
+@contextmanager
+def model_state_preserved(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
+    """Put ``model`` in eval mode for the block and restore every module's training flag."""
+    flags = [(module, module.training) for module in model.modules()]
+    if eval_mode:
+        model.eval()
+    try:
+        yield
+    finally:
+        for module, was_training in flags:
+            module.training = was_training

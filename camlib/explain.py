@@ -1,0 +1,226 @@
+"""The pipeline: images -> one forward pass with scoped hooks -> method -> image-sized maps."""
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from . import checks
+from .capture import ActivationRecorder, find_feature_layer, model_state_preserved, resolve_layers
+from .methods import LinearHead, Method, MethodInputs, get_method
+from .postprocess import to_image_maps, zhou_boxes
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Maps for K classes of each of B images.
+
+    ``maps`` [B, K, H, W] are for the first layer, at the input's resolution, ReLU'd and each
+    scaled to [0, 1]; ``raw`` holds every layer's maps [B, K, h, w] before all of that.
+    """
+
+    maps: Tensor
+    raw: dict[str, Tensor]
+    classes: Tensor
+    scores: Tensor
+    logits: Tensor
+    method: str
+    layers: list[str] = field(default_factory=list)
+
+    def maps_for(self, layer: str) -> Tensor:
+        """Image-sized, normalised maps of another captured layer."""
+        if layer not in self.raw:
+            raise ValueError(f"layer: expected one of {list(self.raw)}, got {layer!r}")
+        return to_image_maps(self.raw[layer], tuple(self.maps.shape[-2:]))
+
+    def boxes(self, ratio: float = 0.2) -> Tensor:
+        """Zhou et al. boxes [B, K, 4] (x0, y0, x1, y1) of the first layer's maps."""
+        return zhou_boxes(self.maps, ratio)
+
+
+def logits_of(output: object) -> Tensor:
+    """Class scores from a model output: a tensor, the first tensor of a tuple, or ``.logits``."""
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        output = output[0]
+    elif not isinstance(output, Tensor) and isinstance(getattr(output, "logits", None), Tensor):
+        output = output.logits
+    if not isinstance(output, Tensor) or output.ndim != 2:
+        got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise TypeError(f"model output: expected class scores [B, num_classes], got {got}")
+    return output
+
+
+class Explainer:
+    """Computes class activation maps of ``model`` with hooks that exist only while in use.
+
+    >>> with Explainer(model, method="gradcam", layers=["layer3", "layer4"]) as explainer:
+    ...     exp = explainer(images, topk=3)
+
+    Called outside a ``with`` block, it attaches its hooks for that call only.
+    """
+
+    def __init__(
+        self, model: nn.Module, method: str = "cam", layers: str | Sequence[str] | None = None
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.method: Method = get_method(method)
+        self.layers: list[str] | None = None if layers is None else resolve_layers(model, layers)
+        self._recorder: ActivationRecorder | None = None
+        self._heads: dict[str, LinearHead] = {}
+        self._inside_block = False
+
+    def __enter__(self) -> Explainer:
+        if self._inside_block:
+            raise RuntimeError("this Explainer is already in use in a with-block")
+        self._inside_block = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._inside_block = False
+        self.close()
+
+    def close(self) -> None:
+        """Remove the hooks; the model is as it was before the Explainer touched it."""
+        if self._recorder is not None:
+            self._recorder.detach()
+            self._recorder = None
+
+    def __call__(self, images: Tensor, classes: object = None, topk: int = 1) -> Explanation:
+        images = checks.check_images(self.model, images)
+        topk = checks.check_topk(topk)
+        rows = checks.classes_as_rows(classes, images.shape[0], images.device)
+        with model_state_preserved(self.model):
+            recorder = self._attached_recorder(images)
+            scoped = not self._inside_block
+            try:
+                return self._explain(recorder, images, rows, topk)
+            finally:
+                if scoped:
+                    self.close()
+
+    def _attached_recorder(self, images: Tensor) -> ActivationRecorder:
+        if self._recorder is None:
+            if self.layers is None:
+                self.layers = [default_layer(self.model, images)]
+            self._recorder = ActivationRecorder(self.model, self.layers)
+            self._recorder.attach()
+        return self._recorder
+
+    def _explain(
+        self, recorder: ActivationRecorder, images: Tensor, rows: Tensor | None, topk: int
+    ) -> Explanation:
+        with recorder.recording(track_gradients=self.method.needs_gradients) as activations:
+            logits = logits_of(self.model(images))
+            missing = [name for name in recorder.layer_names if name not in activations]
+            if missing:
+                raise ValueError(f"layers {missing} did not run in the forward pass")
+            classes = self._choose_classes(logits, rows, topk)
+            gradients = self._gradients(logits, classes, activations) if self.method.needs_gradients else {}
+        raw = {
+            name: self.method.compute(
+                MethodInputs(
+                    activations=activations[name].detach(),
+                    classes=classes,
+                    gradients=gradients.get(name),
+                    head=self._head(name, activations[name], logits) if self.method.needs_head else None,
+                )
+            )
+            for name in recorder.layer_names
+        }
+        logits = logits.detach()
+        scores = logits.softmax(dim=1).gather(1, classes)
+        maps = to_image_maps(raw[recorder.layer_names[0]], tuple(images.shape[-2:]))
+        return Explanation(maps, raw, classes, scores, logits, self.method.name, list(recorder.layer_names))
+
+    @staticmethod
+    def _choose_classes(logits: Tensor, rows: Tensor | None, topk: int) -> Tensor:
+        num_classes = logits.shape[1]
+        if rows is None:
+            if topk > num_classes:
+                raise ValueError(f"topk: expected at most {num_classes} (the number of classes), got {topk}")
+            return logits.detach().topk(topk, dim=1).indices
+        checks.check_class_range(rows, num_classes)
+        return rows
+
+    @staticmethod
+    def _gradients(logits: Tensor, classes: Tensor, activations: dict[str, Tensor]) -> dict[str, Tensor]:
+        """d logit / d activation for each of the K classes: K cheap backward passes over the head.
+
+        Images in a batch are independent in eval mode, so summing the chosen logits over the
+        batch gives every image its own gradient in one backward pass.
+        """
+        names = list(activations)
+        if not logits.requires_grad:
+            raise ValueError(f"layers {names}: the logits do not depend on them, so there is no gradient")
+        per_class = []
+        for k in range(classes.shape[1]):
+            target = logits.gather(1, classes[:, k : k + 1]).sum()
+            grads = torch.autograd.grad(
+                target, [activations[n] for n in names], retain_graph=k + 1 < classes.shape[1], allow_unused=True
+            )
+            per_class.append(grads)
+        result = {}
+        for i, name in enumerate(names):
+            if any(g[i] is None for g in per_class):
+                raise ValueError(f"layer {name!r}: the logits do not depend on it, so there is no gradient")
+            result[name] = torch.stack([g[i] for g in per_class], dim=1)
+        return result
+
+    def _head(self, layer: str, features: Tensor, logits: Tensor) -> LinearHead:
+        if layer not in self._heads:
+            self._heads[layer] = find_linear_head(self.model, layer, features, logits)
+        return self._heads[layer]
+
+
+_DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
+def default_layer(model: nn.Module, images: Tensor) -> str:
+    """The feature map feeding the global pooling, found once per model by a probe forward pass."""
+    if model not in _DEFAULT_LAYERS:
+        _DEFAULT_LAYERS[model] = find_feature_layer(model, images)
+    return _DEFAULT_LAYERS[model]
+
+
+def find_linear_head(model: nn.Module, layer: str, features: Tensor, logits: Tensor) -> LinearHead:
+    """The linear classifier that maps GAP(features) to the logits, checked on this batch."""
+    channels, num_classes = features.shape[1], logits.shape[1]
+    candidates = [
+        m for m in model.modules()
+        if isinstance(m, nn.Linear) and m.in_features == channels and m.out_features == num_classes
+    ]
+    if candidates:
+        layer_module = candidates[-1]
+        scale = logits.detach().abs().amax().clamp_min(1.0)
+        for relu_first in (False, True):
+            head = LinearHead(layer_module.weight.detach(), _detached(layer_module.bias), relu_first)
+            pooled = head.pooled_features(features.detach()).mean(dim=(-2, -1))
+            predicted = torch.nn.functional.linear(pooled, head.weight, head.bias)
+            if bool((predicted - logits.detach()).abs().amax() <= 1e-3 * scale):
+                return head
+    raise ValueError(
+        f"method 'cam' needs layer {layer!r} to feed global average pooling and then one linear "
+        f"classifier ({channels} -> {num_classes} classes); this model's head is not of that form. "
+        "Use method='gradcam', which works for any differentiable head."
+    )
+
+
+def _detached(tensor: Tensor | None) -> Tensor | None:
+    return None if tensor is None else tensor.detach()
+
+
+def explain(
+    model: nn.Module,
+    images: Tensor,
+    method: str = "cam",
+    layers: str | Sequence[str] | None = None,
+    classes: object = None,
+    topk: int = 1,
+) -> Explanation:
+    """One-shot :class:`Explainer` call: hooks are attached and removed within it."""
+    return Explainer(model, method=method, layers=layers)(images, classes=classes, topk=topk)

@@ -1,0 +1,143 @@
+"""Mathematical identities and hand computations: the oracles that need no other library."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import camlib
+from conftest import make_gapnet, random_images
+
+
+def logit_from_map(exp: camlib.Explanation, layer: str, bias: torch.Tensor) -> torch.Tensor:
+    """S_c = GAP(M_c) + b_c, from the raw map alone."""
+    return exp.raw[layer].mean(dim=(-2, -1)) + bias[exp.classes]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cam_mean_plus_bias_is_the_logit_on_random_nets(seed: int, device: torch.device) -> None:
+    net = make_gapnet(seed, device, channels=4 + 4 * seed, num_classes=3 + seed)
+    images = random_images(seed, batch=4, device=device)
+    exp = camlib.explain(net, images, method="cam", topk=3)
+    expected = exp.logits.gather(1, exp.classes)
+    torch.testing.assert_close(logit_from_map(exp, "features", net.fc.bias.detach()), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_cam_mean_plus_bias_is_the_logit_on_pretrained_lite0(lite0, photos) -> None:
+    _, inputs = photos
+    exp = camlib.explain(lite0, inputs, method="cam", topk=5)
+    assert exp.layers == ["head"]
+    expected = exp.logits.gather(1, exp.classes)
+    got = logit_from_map(exp, "head", lite0.classifier.bias.detach())
+    assert ((got - expected).abs() <= 1e-4 * expected.abs().clamp_min(1)).all()
+
+
+def test_gradcam_is_cam_over_positions_on_pretrained_lite0(lite0, photos) -> None:
+    _, inputs = photos
+    cam = camlib.explain(lite0, inputs, method="cam", topk=3)
+    grad = camlib.explain(lite0, inputs, method="gradcam", topk=3)
+    h, w = cam.raw["head"].shape[-2:]
+    torch.testing.assert_close(grad.raw["head"] * (h * w), cam.raw["head"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(grad.maps, cam.maps, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_gradcam_is_cam_over_positions_on_random_nets(seed: int, device: torch.device) -> None:
+    net = make_gapnet(seed, device)
+    images = random_images(seed, batch=2, size=12, device=device)
+    cam = camlib.explain(net, images, method="cam", topk=2)
+    grad = camlib.explain(net, images, method="gradcam", topk=2)
+    h, w = cam.raw["features"].shape[-2:]
+    torch.testing.assert_close(grad.raw["features"] * (h * w), cam.raw["features"], rtol=1e-4, atol=1e-5)
+
+
+class TwoByTwo(nn.Module):
+    """The input itself is the feature map (2 channels, 2x2), then GAP and a hand-set linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Identity()
+        self.fc = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[1.0, 2.0], [0.0, -1.0]]))
+            self.fc.bias.copy_(torch.tensor([0.5, -0.25]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(-2, -1)))
+
+
+def test_cam_of_a_hand_built_net_matches_hand_computation() -> None:
+    f0 = [[1.0, 2.0], [3.0, 4.0]]
+    f1 = [[0.0, 1.0], [0.0, -1.0]]
+    images = torch.tensor([[f0, f1]])
+    net = TwoByTwo().eval()
+    exp = camlib.explain(net, images, method="cam", classes=torch.tensor([[0, 1]]))
+    # class 0: 1*f0 + 2*f1;  class 1: 0*f0 - 1*f1
+    cam0 = torch.tensor([[1.0, 4.0], [3.0, 2.0]])
+    cam1 = torch.tensor([[0.0, -1.0], [0.0, 1.0]])
+    torch.testing.assert_close(exp.raw["features"][0], torch.stack([cam0, cam1]))
+    # logits by hand: class 0 = mean(cam0) + 0.5 = 3.0, class 1 = mean(cam1) - 0.25 = -0.25
+    torch.testing.assert_close(exp.logits, torch.tensor([[3.0, -0.25]]))
+    # display maps: ReLU, then min-max. cam0 -> (x - 1) / 3; cam1 -> relu gives [[0,0],[0,1]]
+    torch.testing.assert_close(exp.maps[0, 0], torch.tensor([[0.0, 1.0], [2 / 3, 1 / 3]]))
+    torch.testing.assert_close(exp.maps[0, 1], torch.tensor([[0.0, 0.0], [0.0, 1.0]]))
+    # Grad-CAM: d logit_c / d f_k(x, y) = w_ck / 4 everywhere, so the map is CAM / 4.
+    grad = camlib.explain(net, images, method="gradcam", classes=torch.tensor([[0, 1]]))
+    torch.testing.assert_close(grad.raw["features"][0], torch.stack([cam0, cam1]) / 4)
+
+
+def test_scores_are_softmax_probabilities_of_the_chosen_classes() -> None:
+    net = make_gapnet(5)
+    images = random_images(5)
+    exp = camlib.explain(net, images, topk=2)
+    probabilities = torch.softmax(net(images), dim=1)
+    top = probabilities.topk(2, dim=1)
+    torch.testing.assert_close(exp.classes, top.indices)
+    torch.testing.assert_close(exp.scores, top.values)
+
+
+@pytest.mark.parametrize("method", ["cam", "gradcam"])
+def test_batch_equals_single_calls(method: str, device: torch.device) -> None:
+    net = make_gapnet(6, device)
+    images = random_images(6, batch=4, device=device)
+    batch = camlib.explain(net, images, method=method, topk=2)
+    for i in range(images.shape[0]):
+        single = camlib.explain(net, images[i : i + 1], method=method, topk=2)
+        torch.testing.assert_close(single.classes, batch.classes[i : i + 1])
+        torch.testing.assert_close(single.raw["features"], batch.raw["features"][i : i + 1], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(single.maps, batch.maps[i : i + 1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["cam", "gradcam"])
+def test_k_classes_at_once_equal_k_single_class_calls(method: str, device: torch.device) -> None:
+    net = make_gapnet(7, device, num_classes=6)
+    images = random_images(7, batch=3, device=device)
+    classes = torch.tensor([[0, 5, 2], [1, 1, 4], [3, 0, 2]], device=device)
+    together = camlib.explain(net, images, method=method, classes=classes)
+    for k in range(classes.shape[1]):
+        alone = camlib.explain(net, images, method=method, classes=classes[:, k])
+        torch.testing.assert_close(alone.raw["features"][:, 0], together.raw["features"][:, k], rtol=1e-5, atol=1e-6)
+
+
+def test_several_layers_come_from_one_forward_pass() -> None:
+    net = make_gapnet(8)
+    calls = []
+    net.register_forward_pre_hook(lambda *_: calls.append(1))
+    images = random_images(8)
+    exp = camlib.explain(net, images, method="gradcam", layers=["features.2", "features.4"], topk=2)
+    assert len(calls) == 1 + 0  # one forward; the default-layer probe does not run when layers are given
+    assert list(exp.raw) == ["features.2", "features.4"]
+    assert exp.raw["features.2"].shape == (3, 2, 16, 16) and exp.raw["features.4"].shape == (3, 2, 8, 8)
+    # The deeper layer's Grad-CAM in a multi-layer call equals a call with that layer alone.
+    alone = camlib.explain(net, images, method="gradcam", layers="features.4", topk=2)
+    torch.testing.assert_close(alone.raw["features.4"], exp.raw["features.4"])
+    torch.testing.assert_close(exp.maps_for("features.4"), alone.maps)
+
+
+def test_integer_class_and_one_dimensional_classes() -> None:
+    net = make_gapnet(9)
+    images = random_images(9)
+    by_int = camlib.explain(net, images, classes=2)
+    by_row = camlib.explain(net, images, classes=torch.tensor([2, 2, 2]))
+    assert by_int.classes.tolist() == [[2], [2], [2]]
+    torch.testing.assert_close(by_int.raw["features"], by_row.raw["features"])
