@@ -41,6 +41,62 @@ class Explanation:
         return zhou_boxes(self.maps, ratio)
 
 
+@dataclass
+class Capture:
+    """One forward pass: the logits and each recorded layer's output.
+
+    When gradients were tracked, the autograd graph from the layers to the logits is alive, and
+    :meth:`gradients` computes (and caches) d logit / d layer output for any classes.
+    """
+
+    logits: Tensor
+    activations: dict[str, Tensor]
+    _cached: tuple[Tensor, dict[str, Tensor]] | None = field(default=None, repr=False)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.activations)
+
+    def gradients(self, classes: Tensor) -> dict[str, Tensor]:
+        """``{layer: [B, K, C, h, w]}``: one backward pass per class column, over the head only.
+
+        Images in a batch are independent in eval mode, so summing the chosen logits over the
+        batch gives every image its own gradient in one pass. The graph is kept for later calls.
+        """
+        # Cached by identity (no host sync): all layers of one call share the classes tensor.
+        if self._cached is None or self._cached[0] is not classes:
+            self._cached = (classes, self._compute_gradients(classes))
+        return self._cached[1]
+
+    def _compute_gradients(self, classes: Tensor) -> dict[str, Tensor]:
+        names = self.layers
+        if not self.logits.requires_grad:
+            raise ValueError(f"layers {names}: no gradient was recorded; capture with track_gradients=True")
+        per_class = []
+        for k in range(classes.shape[1]):
+            with torch.enable_grad():  # the caller may be under torch.no_grad()
+                target = self.logits.gather(1, classes[:, k : k + 1]).sum()
+            inputs = [self.activations[n] for n in names]
+            per_class.append(torch.autograd.grad(target, inputs, retain_graph=True, allow_unused=True))
+        result = {}
+        for i, name in enumerate(names):
+            if any(grads[i] is None for grads in per_class):
+                raise ValueError(f"layer {name!r}: the logits do not depend on it, so there is no gradient")
+            result[name] = torch.stack([grads[i] for grads in per_class], dim=1)
+        return result
+
+
+def choose_classes(logits: Tensor, rows: Tensor | None, topk: int) -> Tensor:
+    """The requested classes [B, K], checked against the logits, or the top-k predictions."""
+    num_classes = logits.shape[1]
+    if rows is None:
+        if topk > num_classes:
+            raise ValueError(f"topk: expected at most {num_classes} (the number of classes), got {topk}")
+        return logits.detach().topk(topk, dim=1).indices
+    checks.check_class_range(rows, num_classes)
+    return rows
+
+
 def logits_of(output: object) -> Tensor:
     """Class scores from a model output: a tensor, the first tensor of a tuple, or ``.logits``."""
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
@@ -91,17 +147,46 @@ class Explainer:
             self._recorder = None
 
     def __call__(self, images: Tensor, classes: object = None, topk: int = 1) -> Explanation:
-        images = checks.check_images(self.model, images)
         topk = checks.check_topk(topk)
-        rows = checks.classes_as_rows(classes, images.shape[0], images.device)
+        capture = self.capture(images, classes_check=classes)
+        classes = choose_classes(capture.logits, checks.classes_as_rows(classes, images.shape[0], images.device), topk)
+        raw = {name: self.raw_maps(capture, name, classes) for name in capture.activations}
+        logits = capture.logits.detach()
+        scores = logits.softmax(dim=1).gather(1, classes)
+        maps = to_image_maps(raw[capture.layers[0]], tuple(images.shape[-2:]))
+        return Explanation(maps, raw, classes, scores, logits, self.method.name, capture.layers)
+
+    def capture(self, images: Tensor, track_gradients: bool | None = None, classes_check: object = None) -> Capture:
+        """One forward pass recording every layer; the graph above the layers is kept when
+        gradients are tracked (the method's need, unless ``track_gradients`` says otherwise)."""
+        images = checks.check_images(self.model, images)
+        checks.classes_as_rows(classes_check, images.shape[0], images.device)
+        tracked = self.method.needs_gradients if track_gradients is None else track_gradients
         with model_state_preserved(self.model):
             recorder = self._attached_recorder(images)
-            scoped = not self._inside_block
             try:
-                return self._explain(recorder, images, rows, topk)
+                with recorder.recording(track_gradients=tracked) as activations:
+                    logits = logits_of(self.model(images))
+                missing = [name for name in recorder.layer_names if name not in activations]
+                if missing:
+                    raise ValueError(f"layers {missing} did not run in the forward pass")
+                return Capture(logits, {name: activations[name] for name in recorder.layer_names})
             finally:
-                if scoped:
+                if not self._inside_block:
                     self.close()
+
+    def raw_maps(self, capture: Capture, layer: str, classes: Tensor, method: Method | None = None) -> Tensor:
+        """Raw maps [B, K, h, w] of ``layer`` for ``classes`` [B, K] from a capture."""
+        method = method or self.method
+        activations = capture.activations[layer]
+        return method.compute(
+            MethodInputs(
+                activations=activations.detach(),
+                classes=classes,
+                gradients=capture.gradients(classes)[layer] if method.needs_gradients else None,
+                head=self._head(layer, activations, capture.logits) if method.needs_head else None,
+            )
+        )
 
     def _attached_recorder(self, images: Tensor) -> ActivationRecorder:
         if self._recorder is None:
@@ -110,66 +195,6 @@ class Explainer:
             self._recorder = ActivationRecorder(self.model, self.layers)
             self._recorder.attach()
         return self._recorder
-
-    def _explain(
-        self, recorder: ActivationRecorder, images: Tensor, rows: Tensor | None, topk: int
-    ) -> Explanation:
-        with recorder.recording(track_gradients=self.method.needs_gradients) as activations:
-            logits = logits_of(self.model(images))
-            missing = [name for name in recorder.layer_names if name not in activations]
-            if missing:
-                raise ValueError(f"layers {missing} did not run in the forward pass")
-            classes = self._choose_classes(logits, rows, topk)
-            gradients = self._gradients(logits, classes, activations) if self.method.needs_gradients else {}
-        raw = {
-            name: self.method.compute(
-                MethodInputs(
-                    activations=activations[name].detach(),
-                    classes=classes,
-                    gradients=gradients.get(name),
-                    head=self._head(name, activations[name], logits) if self.method.needs_head else None,
-                )
-            )
-            for name in recorder.layer_names
-        }
-        logits = logits.detach()
-        scores = logits.softmax(dim=1).gather(1, classes)
-        maps = to_image_maps(raw[recorder.layer_names[0]], tuple(images.shape[-2:]))
-        return Explanation(maps, raw, classes, scores, logits, self.method.name, list(recorder.layer_names))
-
-    @staticmethod
-    def _choose_classes(logits: Tensor, rows: Tensor | None, topk: int) -> Tensor:
-        num_classes = logits.shape[1]
-        if rows is None:
-            if topk > num_classes:
-                raise ValueError(f"topk: expected at most {num_classes} (the number of classes), got {topk}")
-            return logits.detach().topk(topk, dim=1).indices
-        checks.check_class_range(rows, num_classes)
-        return rows
-
-    @staticmethod
-    def _gradients(logits: Tensor, classes: Tensor, activations: dict[str, Tensor]) -> dict[str, Tensor]:
-        """d logit / d activation for each of the K classes: K cheap backward passes over the head.
-
-        Images in a batch are independent in eval mode, so summing the chosen logits over the
-        batch gives every image its own gradient in one backward pass.
-        """
-        names = list(activations)
-        if not logits.requires_grad:
-            raise ValueError(f"layers {names}: the logits do not depend on them, so there is no gradient")
-        per_class = []
-        for k in range(classes.shape[1]):
-            target = logits.gather(1, classes[:, k : k + 1]).sum()
-            grads = torch.autograd.grad(
-                target, [activations[n] for n in names], retain_graph=k + 1 < classes.shape[1], allow_unused=True
-            )
-            per_class.append(grads)
-        result = {}
-        for i, name in enumerate(names):
-            if any(g[i] is None for g in per_class):
-                raise ValueError(f"layer {name!r}: the logits do not depend on it, so there is no gradient")
-            result[name] = torch.stack([g[i] for g in per_class], dim=1)
-        return result
 
     def _head(self, layer: str, features: Tensor, logits: Tensor) -> LinearHead:
         if layer not in self._heads:

@@ -1,0 +1,79 @@
+"""Figures for the book: photos with their maps, titled with class names and probabilities."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from torch import Tensor
+
+from .explain import Explanation
+
+CMAP = "jet"  # one colour map across the book, so colours mean the same everywhere
+
+
+def _image(tensor: Tensor):
+    """[3, H, W] in [0, 1] -> an array matplotlib can show (display only)."""
+    return tensor.detach().permute(1, 2, 0).cpu().numpy()
+
+
+def show_map(ax, photo: Tensor, heat: Tensor, title: str, alpha: float = 0.5, box: Sequence[int] | None = None):
+    """Draw ``heat`` ([H, W] in [0, 1]) over ``photo`` ([3, H, W]) on ``ax``; returns the heat image."""
+    ax.imshow(_image(photo))
+    shown = ax.imshow(heat.detach().cpu().numpy(), cmap=CMAP, vmin=0, vmax=1, alpha=alpha)
+    if box is not None:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=2, ec="white"))
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+    return shown
+
+
+def add_colorbar(fig: Figure, axes, label: str = "map value (normalised)") -> None:
+    mappable = ScalarMappable(norm=Normalize(0, 1), cmap=CMAP)
+    fig.colorbar(mappable, ax=axes, shrink=0.8, label=label)
+
+
+def class_label(class_names: Sequence[str], index: int, probability: float) -> str:
+    return f"{class_names[index]} (p={probability:.2f})"
+
+
+def plot_top_classes(
+    photos: Tensor,
+    exp: Explanation,
+    class_names: Sequence[str],
+    photo_titles: Sequence[str] | None = None,
+    alpha: float = 0.5,
+    boxes: bool = False,
+) -> Figure:
+    """One row per photo: the photo, then the map of each of its K classes over it."""
+    batch, k = exp.classes.shape
+    fig, axes = plt.subplots(batch, k + 1, figsize=(2.6 * (k + 1) + 0.8, 2.6 * batch + 0.5), squeeze=False, layout="constrained")
+    all_boxes = exp.boxes() if boxes else None
+    for b in range(batch):
+        axes[b, 0].imshow(_image(photos[b]))
+        axes[b, 0].set_title(photo_titles[b] if photo_titles else "photo", fontsize=10)
+        axes[b, 0].axis("off")
+        for j in range(k):
+            label = class_label(class_names, int(exp.classes[b, j]), float(exp.scores[b, j]))
+            box = all_boxes[b, j].tolist() if all_boxes is not None else None
+            show_map(axes[b, j + 1], photos[b], exp.maps[b, j], f"{j + 1}. {label}", alpha, box)
+    add_colorbar(fig, axes.ravel().tolist())
+    fig.suptitle(f"{exp.method.upper()} of the top-{k} classes, layer '{exp.layers[0]}'", fontsize=12)
+    return fig
+
+
+def plot_grid(photo: Tensor, maps: Tensor, row_titles: Sequence[str], col_titles: Sequence[str],
+              title: str, alpha: float = 0.5) -> Figure:
+    """A rows x cols grid of maps ``[R, C, H, W]`` over one photo."""
+    rows, cols = maps.shape[:2]
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols + 0.8, 2.4 * rows + 0.5), squeeze=False, layout="constrained")
+    for r in range(rows):
+        for c in range(cols):
+            show_map(axes[r, c], photo, maps[r, c], f"{row_titles[r]}\n{col_titles[c]}", alpha)
+    add_colorbar(fig, axes.ravel().tolist())
+    fig.suptitle(title, fontsize=12)
+    return fig
