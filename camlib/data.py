@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -29,3 +30,104 @@ def photo_batch(
     prep = preprocessing or Preprocessing()
     display = torch.cat([prep.resize(photo(name)[None]) for name in names])
     return display, prep.normalize(display)
+
+
+# --- A fine-grained synthetic data set with ground truth -----------------------------------------
+# Each scene holds clutter and one ringed disc. The ring's colour (the "genus", 4 values) survives
+# downsampling; the stripes inside the disc (the "species": horizontal or vertical, period 4 px)
+# average to flat grey in every 4 x 4 block, so they vanish at a quarter of the resolution.
+# Class = 2 * genus + species: 8 classes, half of the information visible only up close.
+
+RING_COLOURS = ((0.9, 0.15, 0.1), (0.1, 0.75, 0.2), (0.15, 0.35, 0.95), (0.95, 0.85, 0.1))
+SPECIES = ("horizontal", "vertical")
+SCENE_CLASSES = tuple(f"{colour}-{stripes}" for colour in ("red", "green", "blue", "yellow") for stripes in SPECIES)
+
+
+@dataclass(frozen=True)
+class Scenes:
+    """Synthetic scenes: images uint8 [N, 3, S, S], labels [N], boxes [N, 4] (x0, y0, x1, y1;
+    ends exclusive, full-resolution pixels) and object masks bool [N, S, S]."""
+
+    images: Tensor
+    labels: Tensor
+    boxes: Tensor
+    masks: Tensor
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def __getitem__(self, index) -> Scenes:
+        return Scenes(self.images[index], self.labels[index], self.boxes[index], self.masks[index])
+
+    def float_images(self) -> Tensor:
+        return self.images.float() / 255
+
+
+def make_scenes(count: int, seed: int, size: int = 128, radius: tuple[int, int] = (9, 13),
+                ring_width: int = 3, distractors: tuple[int, int] = (3, 7), chunk: int = 1000) -> Scenes:
+    """``count`` scenes, deterministic in ``seed`` (torch's generator; no global state touched)."""
+    if count < 1 or size < 4 * (radius[1] + ring_width + 1):
+        raise ValueError(f"count >= 1 and size >= {4 * (radius[1] + ring_width + 1)} expected, got {count}, {size}")
+    generator = torch.Generator().manual_seed(seed)
+    parts = [_scene_chunk(min(chunk, count - start), size, radius, ring_width, distractors, generator)
+             for start in range(0, count, chunk)]
+    return Scenes(*(torch.cat(tensors) for tensors in zip(*parts)))
+
+
+def _uniform(generator: torch.Generator, shape: tuple[int, ...], low: float, high: float) -> Tensor:
+    return low + (high - low) * torch.rand(shape, generator=generator)
+
+
+def _scene_chunk(n: int, size: int, radius: tuple[int, int], ring_width: int,
+                 distractors: tuple[int, int], generator: torch.Generator) -> tuple[Tensor, ...]:
+    # Painter's algorithm on a layer-id map [n, S, S] (0: background, 1..D: clutter, D+1: disc,
+    # D+2: ring), coloured once at the end: cheap, since grids broadcast and colours are gathered.
+    xs = torch.arange(size, dtype=torch.float32).view(1, 1, size)
+    ys = xs.view(1, size, 1)
+    count = distractors[1]
+    layer = torch.zeros((n, size, size), dtype=torch.uint8)
+    for k in range(1, count + 1):
+        present = torch.rand((n, 1, 1), generator=generator) < (sum(distractors) / 2) / count
+        cx, cy = (_uniform(generator, (n, 1, 1), 0, size) for _ in range(2))
+        half = _uniform(generator, (n, 1, 1), 3, 10)
+        square = torch.rand((n, 1, 1), generator=generator) < 0.5
+        inside = torch.where(square, torch.maximum((xs - cx).abs(), (ys - cy).abs()) <= half,
+                             (xs - cx) ** 2 + (ys - cy) ** 2 <= half ** 2)
+        layer.masked_fill_(inside & present, k)
+    r = torch.randint(radius[0], radius[1] + 1, (n, 1, 1), generator=generator).float()
+    outer = r + ring_width
+    margin = outer + 1
+    cx = margin + torch.rand((n, 1, 1), generator=generator) * (size - 2 * margin)
+    cy = margin + torch.rand((n, 1, 1), generator=generator) * (size - 2 * margin)
+    distance2 = (xs - cx) ** 2 + (ys - cy) ** 2
+    disc, masks = distance2 <= r ** 2, distance2 <= outer ** 2
+    layer.masked_fill_(masks, count + 2).masked_fill_(disc, count + 1)
+    genus = torch.randint(0, len(RING_COLOURS), (n,), generator=generator)
+    species = torch.randint(0, len(SPECIES), (n,), generator=generator)
+    # colours of every layer, per image: [n, layers, 3]; the disc's pixels get stripes below
+    palette = torch.rand((n, count + 3, 3), generator=generator)
+    palette[:, count + 2] = torch.tensor(RING_COLOURS)[genus]
+    index = layer.long().view(n, 1, size * size).expand(n, 3, size * size)
+    images = palette.transpose(1, 2).gather(2, index).view(n, 3, size, size)
+    gradient = (xs + ys).unsqueeze(0) / (2 * size)
+    background = (_uniform(generator, (n, 3, 1, 1), 0.25, 0.6) + _uniform(generator, (n, 3, 1, 1), -0.15, 0.15) * gradient
+                  + 0.03 * torch.randn((n, 1, size, size), generator=generator))
+    phase = torch.randint(0, 4, (n, 1, 1), generator=generator)
+    coordinate = torch.where(species.view(n, 1, 1) == 0, ys.expand(n, size, size), xs.expand(n, size, size))
+    stripes = (((coordinate.long() + phase) // 2) % 2 == 0).float().mul_(0.7).add_(0.15).unsqueeze(1)
+    images = torch.where(layer.unsqueeze(1) == 0, background, images)
+    images = torch.where(disc.unsqueeze(1), stripes, images)
+    pixels = images.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+    return pixels, genus * len(SPECIES) + species, mask_box(masks), masks
+
+
+def mask_box(masks: Tensor) -> Tensor:
+    """Boxes [N, 4] (x0, y0, x1, y1; ends exclusive) around boolean masks [N, H, W]."""
+    from .postprocess import mask_to_box
+
+    return mask_to_box(masks)
+
+
+def downsample(images: Tensor, factor: int = 4) -> Tensor:
+    """Area-average ``factor`` x ``factor`` blocks: the coarse view in which the stripes vanish."""
+    return torch.nn.functional.avg_pool2d(images, factor)

@@ -32,7 +32,7 @@ def show_map(ax, photo: Tensor, heat: Tensor, title: str, alpha: float = 0.5, bo
     return shown
 
 
-def add_colorbar(fig: Figure, axes, label: str = "map value (normalised)") -> None:
+def add_colorbar(fig: Figure, axes, label: str = "normalised map") -> None:
     mappable = ScalarMappable(norm=Normalize(0, 1), cmap=CMAP)
     fig.colorbar(mappable, ax=axes, shrink=0.8, label=label)
 
@@ -75,5 +75,34 @@ def plot_grid(photo: Tensor, maps: Tensor, row_titles: Sequence[str], col_titles
         for c in range(cols):
             show_map(axes[r, c], photo, maps[r, c], f"{row_titles[r]}\n{col_titles[c]}", alpha)
     add_colorbar(fig, axes.ravel().tolist())
+    fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def plot_maps(photo: Tensor, maps: Sequence[Tensor], titles: Sequence[str], title: str,
+              signed: bool = False, alpha: float = 0.5, columns: int = 3) -> Figure:
+    """Maps ``[H, W]`` side by side over one photo. ``signed`` maps keep their sign: a diverging
+    colour map centred on zero (red: evidence for the class, blue: against), each map scaled by
+    its largest absolute value."""
+    columns = min(columns, len(maps))
+    rows = -(-len(maps) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.8 * columns + 0.8, 3.1 * rows + 0.3), squeeze=False,
+                             layout="constrained")
+    for ax in axes.ravel()[len(maps):]:
+        ax.axis("off")
+    for ax, heat, label in zip(axes.ravel(), maps, titles):
+        if signed:
+            scale = float(heat.abs().max()) or 1.0
+            ax.imshow(_image(photo))
+            ax.imshow((heat / scale).detach().cpu().numpy(), cmap="RdBu_r", vmin=-1, vmax=1, alpha=alpha)
+            ax.set_title(label, fontsize=10)
+            ax.axis("off")
+        else:
+            show_map(ax, photo, heat, label, alpha)
+    if signed:
+        mappable = ScalarMappable(norm=Normalize(-1, 1), cmap="RdBu_r")
+        fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, label="map / max |map|")
+    else:
+        add_colorbar(fig, axes.ravel().tolist())
     fig.suptitle(title, fontsize=12)
     return fig

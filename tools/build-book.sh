@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Build The CAM Book (static HTML) from a fresh checkout:
+#
+#   bash tools/build-book.sh [extra jupyter-book build options, e.g. --all]
+#
+# 1. creates/updates the virtual environment (tools/venv.sh; VENV=... to reuse one),
+# 2. fetches the self-hosted ipywidgets JavaScript (tools/fetch-widget-js.sh),
+# 3. runs a strict build: every warning is an error, notebooks are executed
+#    (results cached in _build/.jupyter_cache) and any cell error fails the build.
+# Needs Python 3.11 and Node.js/npm (for step 2) on PATH.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# shellcheck source=tools/venv.sh
+. "$ROOT/tools/venv.sh" || { echo "build-book: environment setup failed" >&2; exit 1; }
+
+bash "$ROOT/tools/fetch-widget-js.sh"
+
+echo "build-book: jupyter-book build . -W -n --keep-going $*"
+if ! jupyter-book build . -W -n --keep-going "$@"; then
+    echo "build-book: FAILED (warnings count as errors; see the log above)" >&2
+    exit 1
+fi
+
+echo "build-book: done. Open $ROOT/_build/html/index.html"
+echo "build-book: (widgets load extra JS; if your browser blocks it over file://, run"
+echo "            python -m http.server -d _build/html 8000 and open http://127.0.0.1:8000/)"
