@@ -10,8 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Connected components: check for convergence once per this many propagation steps (one host sync).
-_STEPS_PER_CHECK = 8
 
 
 def upsample(maps: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Tensor:
@@ -47,22 +45,45 @@ def threshold_mask(maps: Tensor, ratio: float = 0.2) -> Tensor:
 def connected_components(mask: Tensor) -> Tensor:
     """8-connected component labels of ``[..., H, W]`` boolean masks; 0 is background.
 
-    Each foreground pixel starts with its own label (flat index + 1) and takes the largest
-    label among its neighbours until nothing changes: labels are then component-wide maxima.
+    Each foreground pixel starts with its own label (flat index + 1), and labels spread as
+    maxima until nothing changes, so each ends as its component's largest index. One round
+    spreads along whole runs of foreground in a row, then in a column (a segmented running
+    maximum, both ways), then to diagonal neighbours: a blob needs a handful of rounds, not one
+    per pixel of its diameter.
     """
     height, width = mask.shape[-2:]
-    flat_mask = mask.reshape(-1, 1, height, width)
-    dtype = torch.float32 if height * width < 2**24 else torch.float64
-    index = torch.arange(1, height * width + 1, device=mask.device, dtype=dtype)
-    foreground = flat_mask.to(dtype)
-    labels = index.reshape(1, 1, height, width) * foreground
+    foreground = mask.reshape(-1, height, width).bool()
+    # int32 halves the memory traffic while run-offset labels (see below) fit in it
+    dtype = torch.int32 if (width + 1) * (height * width + 1) < 2**31 else torch.int64
+    labels = torch.arange(1, height * width + 1, device=mask.device, dtype=dtype).reshape(1, height, width)
+    labels = labels * foreground
     while True:
         previous = labels
-        for _ in range(_STEPS_PER_CHECK):
-            labels = F.max_pool2d(labels, kernel_size=3, stride=1, padding=1) * foreground
+        labels = _spread_along_runs(labels, foreground, dim=2)
+        labels = _spread_along_runs(labels, foreground, dim=1)
+        labels = _max_3x3(labels) * foreground
         if torch.equal(labels, previous):
             break
     return labels.reshape(mask.shape).long()
+
+
+def _spread_along_runs(labels: Tensor, foreground: Tensor, dim: int) -> Tensor:
+    """Every pixel takes the largest label of its run of foreground pixels along ``dim``."""
+    return torch.maximum(_running_max_in_runs(labels, foreground, dim),
+                         _running_max_in_runs(labels.flip(dim), foreground.flip(dim), dim).flip(dim))
+
+
+def _running_max_in_runs(labels: Tensor, foreground: Tensor, dim: int) -> Tensor:
+    # Runs are numbered by counting background pixels; offsetting labels by run number times a
+    # bound makes one cummax restart at every run, as earlier runs hold smaller values.
+    offset = torch.cumsum(~foreground, dim=dim, dtype=labels.dtype) * (labels.shape[-1] * labels.shape[-2] + 1)
+    return (torch.cummax(offset + labels, dim=dim).values - offset) * foreground
+
+
+def _max_3x3(labels: Tensor) -> Tensor:
+    padded = F.pad(labels, (1, 1, 1, 1))
+    rows = torch.maximum(torch.maximum(padded[:, :-2], padded[:, 1:-1]), padded[:, 2:])
+    return torch.maximum(torch.maximum(rows[..., :-2], rows[..., 1:-1]), rows[..., 2:])
 
 
 def largest_component(mask: Tensor) -> Tensor:
