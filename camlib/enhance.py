@@ -59,16 +59,19 @@ def crop(images: Tensor, boxes: Tensor, size: int) -> Tensor:
     return roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
 
-def square_windows(boxes: Tensor, image_size: int, margin: float = 1.25, min_side: float = 24.0,
+def square_windows(boxes: Tensor, image_size: int | tuple[int, int], margin: float = 1.25, min_side: float = 24.0,
                    side: Tensor | None = None) -> Tensor:
     """Square windows centred on ``boxes``, ``margin`` times their longer side (or ``side``),
-    at least ``min_side``, shifted (never shrunk) to lie inside the image."""
+    at least ``min_side``, shifted (never shrunk) to lie inside an image of ``image_size``
+    (an int for square images, or ``(height, width)``)."""
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     boxes = boxes.float()
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     if side is None:
         side = (boxes[:, 2:] - boxes[:, :2]).amax(dim=1) * margin
-    side = side.float().clamp(min_side, image_size)
-    start = (centre - side[:, None] / 2).clamp(min=torch.zeros_like(centre), max=image_size - side[:, None])
+    side = side.float().clamp(min_side, min(height, width))
+    limit = torch.tensor([width, height], dtype=side.dtype, device=side.device) - side[:, None]
+    start = torch.minimum((centre - side[:, None] / 2).clamp(min=0), limit)
     return torch.cat([start, start + side[:, None]], dim=1)
 
 
@@ -136,6 +139,7 @@ class Config:
     training_map_size: int = 32  # the same, for the crops made at every training step
     margin: float = 1.25
     min_side: float = 24.0
+    attention_ratio: float = 0.5  # the single network crops around map > this (WS-DAN uses 0.4-0.6)
     drop_ratio: float = 0.5  # CAM-guided dropping erases the global view where the map exceeds this
     thresholds: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
@@ -239,9 +243,11 @@ class Experiment:
     localisation: dict[str, dict[str, float]] = field(default_factory=dict)
     threshold_curve: list[dict[str, float]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    # trained models and test scenes, for figures; not part of the saved results
+    artifacts: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {key: value for key, value in asdict(self).items() if key != "artifacts"}
 
 
 def run_experiment(config: Config = Config(), progress: bool = False) -> Experiment:
@@ -303,8 +309,8 @@ def run_experiment(config: Config = Config(), progress: bool = False) -> Experim
                                config, extra_views=_attention_views(full["train"], views["train"], config, drop),
                                progress=bar.update if not drop else None)
         p_whole = probabilities(net, views["test"])
-        windows, _ = cam_windows(net, views["test"], p_whole.argmax(1), config)
-        p_zoom = probabilities(net, crop(full["test"], windows, config.input_size))
+        maps = cam_maps(net, views["test"], p_whole.argmax(1), config.training_map_size)
+        p_zoom = probabilities(net, crop(full["test"], attention_windows(maps, config), config.input_size))
         result.accuracy[name] = {"crop": _accuracy(p_zoom, labels), "fused": _accuracy((p_zoom + p_whole) / 2, labels)}
         result.seconds[name] = time.perf_counter() - clock
     bar.update(config.epochs)
@@ -323,12 +329,20 @@ def run_experiment(config: Config = Config(), progress: bool = False) -> Experim
     result.localisation["Zhou threshold (0.2)"] = localisation(true_class_maps, test.boxes, test.masks, correct, config.ratio)
     result.localisation[f"validated threshold ({best_ratio})"] = localisation(
         true_class_maps, test.boxes, test.masks, correct, best_ratio)
+    result.artifacts = {"stage1": stage1, "stage2": stage2, "test": test, "validated_ratio": best_ratio}
     bar.close()
     return result
 
 
 def _accuracy(probs: Tensor, labels: Tensor) -> float:
     return (probs.argmax(1) == labels).float().mean().item()
+
+
+def attention_windows(maps: Tensor, config: Config) -> Tensor:
+    """WS-DAN's crop: the box around every pixel above ``attention_ratio`` of the maximum (no
+    connected components), made square with the margin."""
+    boxes = mask_to_box(threshold_mask(maps, config.attention_ratio)).float() * (config.image_size / maps.shape[-1])
+    return square_windows(boxes, config.image_size, config.margin, config.min_side)
 
 
 def _attention_views(full: Tensor, views: Tensor, config: Config, drop: bool):
@@ -338,9 +352,7 @@ def _attention_views(full: Tensor, views: Tensor, config: Config, drop: bool):
         # As in WS-DAN, the crop is the box around all pixels above the threshold (no
         # connected components), made at a coarse resolution: it runs at every step.
         maps = cam_maps(model, views[index], labels, config.training_map_size)
-        boxes = mask_to_box(threshold_mask(maps, config.ratio)).float() * (config.image_size / maps.shape[-1])
-        windows = square_windows(boxes, config.image_size, config.margin, config.min_side)
-        extra_inputs = [crop(full[index], windows, config.input_size)]
+        extra_inputs = [crop(full[index], attention_windows(maps, config), config.input_size)]
         if drop:
             view_size = views.shape[-1]
             keep = (F.interpolate(maps[:, None], size=(view_size, view_size), mode="bilinear") < config.drop_ratio)
@@ -349,6 +361,30 @@ def _attention_views(full: Tensor, views: Tensor, config: Config, drop: bool):
         return extra_inputs
 
     return extra
+
+
+# --- the same zoom on a real photo --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Zoom:
+    window: Tensor  # (x0, y0, x1, y1) in the original photo's pixels
+    before: Tensor  # class probabilities of the whole photo
+    after: Tensor  # class probabilities of the crop
+
+
+def zoom_in(model: nn.Module, photo: Tensor, preprocessing, ratio: float = 0.2, margin: float = 1.25) -> Zoom:
+    """CAM of the whole photo's top class -> Zhou box -> square crop of the *original* photo
+    ([3, H, W] in [0, 1], any size) -> the same classifier again."""
+    whole = preprocessing(photo[None])
+    exp = explain(model, whole, method="cam", topk=1)
+    height, width = photo.shape[-2:]
+    box = zhou_boxes(exp.maps, ratio)[0, 0].float()
+    box = box * torch.tensor([width, height, width, height], dtype=torch.float32) / whole.shape[-1]
+    window = square_windows(box[None], (height, width), margin, min_side=32)[0]
+    patch = crop(photo[None], window[None], size=preprocessing.size)
+    after = probabilities(model, preprocessing.normalize(patch))[0]
+    return Zoom(window, exp.logits.softmax(1)[0], after)
 
 
 # --- several seeds, and the command line ---------------------------------------------------------
@@ -371,9 +407,14 @@ def summarise(experiments: Sequence[Experiment]) -> dict[str, dict[str, dict[str
     return table
 
 
-def run_seeds(seeds: Sequence[int], config: Config = Config(), progress: bool = False) -> dict:
-    experiments = [run_experiment(Config(**{**asdict(config), "seed": seed}), progress) for seed in seeds]
-    return {"seeds": list(seeds), "summary": summarise(experiments), "runs": [e.to_dict() for e in experiments]}
+def run_seeds(seeds: Sequence[int], config: Config = Config(), progress: bool = False,
+              experiments: list[Experiment] | None = None) -> dict:
+    """Run every seed from scratch; the table of mean and std. Pass a list as ``experiments`` to
+    keep the runs themselves (with their models) too."""
+    runs = [run_experiment(Config(**{**asdict(config), "seed": seed}), progress) for seed in seeds]
+    if experiments is not None:
+        experiments.extend(runs)
+    return {"seeds": list(seeds), "summary": summarise(runs), "runs": [e.to_dict() for e in runs]}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -149,3 +149,9 @@ def test_command_line_runs_a_tiny_experiment_and_writes_json(tmp_path) -> None:
         for value in metrics.values():
             assert value["mean"] != value["mean"] or 0.0 <= value["mean"] <= 1.0
     assert "accuracy: CAM box crop" in done.stdout
+
+
+def test_square_windows_in_a_wide_image_use_each_axis_bound() -> None:
+    boxes = torch.tensor([[300.0, 10.0, 340.0, 50.0], [0.0, 0.0, 400.0, 100.0]])
+    windows = enhance.square_windows(boxes, (100, 400), margin=1.0, min_side=10)
+    torch.testing.assert_close(windows, torch.tensor([[300.0, 10.0, 340.0, 50.0], [150.0, 0.0, 250.0, 100.0]]))
