@@ -147,25 +147,28 @@ class Explainer:
             self._recorder = None
 
     def __call__(self, images: Tensor, classes: object = None, topk: int = 1) -> Explanation:
+        images = checks.check_images(self.model, images)
         topk = checks.check_topk(topk)
-        capture = self.capture(images, classes_check=classes)
-        classes = choose_classes(capture.logits, checks.classes_as_rows(classes, images.shape[0], images.device), topk)
+        rows = checks.classes_as_rows(classes, images.shape[0], images.device)
+        capture = self._capture(images, self.method.needs_gradients)
+        classes = choose_classes(capture.logits, rows, topk)
         raw = {name: self.raw_maps(capture, name, classes) for name in capture.activations}
         logits = capture.logits.detach()
         scores = logits.softmax(dim=1).gather(1, classes)
         maps = to_image_maps(raw[capture.layers[0]], tuple(images.shape[-2:]))
         return Explanation(maps, raw, classes, scores, logits, self.method.name, capture.layers)
 
-    def capture(self, images: Tensor, track_gradients: bool | None = None, classes_check: object = None) -> Capture:
+    def capture(self, images: Tensor, track_gradients: bool | None = None) -> Capture:
         """One forward pass recording every layer; the graph above the layers is kept when
         gradients are tracked (the method's need, unless ``track_gradients`` says otherwise)."""
         images = checks.check_images(self.model, images)
-        checks.classes_as_rows(classes_check, images.shape[0], images.device)
-        tracked = self.method.needs_gradients if track_gradients is None else track_gradients
+        return self._capture(images, self.method.needs_gradients if track_gradients is None else track_gradients)
+
+    def _capture(self, images: Tensor, track_gradients: bool) -> Capture:
         with model_state_preserved(self.model):
             recorder = self._attached_recorder(images)
             try:
-                with recorder.recording(track_gradients=tracked) as activations:
+                with recorder.recording(track_gradients=track_gradients) as activations:
                     logits = logits_of(self.model(images))
                 missing = [name for name in recorder.layer_names if name not in activations]
                 if missing:

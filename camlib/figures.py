@@ -106,3 +106,68 @@ def plot_maps(photo: Tensor, maps: Sequence[Tensor], titles: Sequence[str], titl
         add_colorbar(fig, axes.ravel().tolist())
     fig.suptitle(title, fontsize=12)
     return fig
+
+
+def summary_table(summary: dict, section: str, metrics: Sequence[str], percent: bool = True) -> str:
+    """A Markdown table of mean +- std rows from :func:`camlib.enhance.summarise` output."""
+    scale, unit = (100.0, "%") if percent else (1.0, "")
+    lines = ["| | " + " | ".join(metrics) + " |", "|---" + "|---:" * len(metrics) + "|"]
+    for row, values in summary.items():
+        if not row.startswith(section + ": "):
+            continue
+        cells = []
+        for metric in metrics:
+            stats = values.get(metric)
+            if stats is None or stats["mean"] != stats["mean"]:  # NaN: not applicable
+                cells.append("-")
+            else:
+                cells.append(f"{scale * stats['mean']:.1f}{unit} +- {scale * stats['std']:.1f}")
+        lines.append(f"| {row[len(section) + 2:]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_accuracy_bars(summary: dict, metric: str = "fused", title: str = "") -> Figure:
+    """Horizontal bars of mean accuracy with one standard deviation as error bars."""
+    rows = [(name[len("accuracy: "):], stats[metric]) for name, stats in summary.items()
+            if name.startswith("accuracy: ") and stats[metric]["mean"] == stats[metric]["mean"]]
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.2), layout="constrained")
+    names = [name for name, _ in rows][::-1]
+    means = [100 * s["mean"] for _, s in rows][::-1]
+    stds = [100 * s["std"] for _, s in rows][::-1]
+    ax.barh(names, means, xerr=stds, color="tab:blue", alpha=0.8, capsize=3)
+    for y, (mean, std) in enumerate(zip(means, stds)):
+        ax.text(min(mean + std + 1, 101), y, f"{mean:.1f}", va="center", fontsize=9)
+    ax.set_xlim(0, 108)
+    ax.axvline(50, color="grey", ls=":", lw=1)
+    ax.set_xlabel("test accuracy (%), mean and std over seeds")
+    ax.set_title(title, fontsize=11)
+    return fig
+
+
+def plot_threshold_curve(runs: Sequence[dict], zhou_ratio: float = 0.2) -> Figure:
+    """GT-known localisation and mean IoU against the threshold, mean over runs."""
+    import numpy as np
+
+    ratios = [point["ratio"] for point in runs[0]["threshold_curve"]]
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), layout="constrained")
+    for key, label in [("validation_gt_known", "GT-known loc., validation"), ("gt_known", "GT-known loc., test"),
+                       ("mean_iou", "mean IoU, test")]:
+        values = np.array([[point[key] for point in run["threshold_curve"]] for run in runs]) * 100
+        ax.errorbar(ratios, values.mean(0), yerr=values.std(0), marker="o", ms=3, capsize=2, label=label)
+    ax.axvline(zhou_ratio, color="grey", ls=":", lw=1)
+    ax.text(zhou_ratio + 0.01, 5, "Zhou et al.'s 0.2", fontsize=8, color="grey")
+    ax.set_xlabel("threshold (fraction of the map's maximum)")
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("Localisation depends on the threshold", fontsize=11)
+    return fig
+
+
+def show_window(ax, image: Tensor, window: Sequence[float], title: str, colour: str = "white") -> None:
+    """An image with a rectangle (x0, y0, x1, y1 in pixels, ends exclusive)."""
+    ax.imshow(_image(image), interpolation="nearest")
+    x0, y0, x1, y1 = (float(v) for v in window)
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.5, ec=colour))
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
