@@ -40,6 +40,7 @@ def photo_batch(
 
 RING_COLOURS = ((0.9, 0.15, 0.1), (0.1, 0.75, 0.2), (0.15, 0.35, 0.95), (0.95, 0.85, 0.1))
 SPECIES = ("horizontal", "vertical")
+_MAX_HALF = 10  # clutter shapes are at most 2 * 10 + 1 pixels across
 SCENE_CLASSES = tuple(f"{colour}-{stripes}" for colour in ("red", "green", "blue", "yellow") for stripes in SPECIES)
 
 
@@ -85,15 +86,23 @@ def _scene_chunk(n: int, size: int, radius: tuple[int, int], ring_width: int,
     xs = torch.arange(size, dtype=torch.float32).view(1, 1, size)
     ys = xs.view(1, size, 1)
     count = distractors[1]
-    layer = torch.zeros((n, size, size), dtype=torch.uint8)
+    # one spare cell at the end of each flat layer map receives the writes that fall outside
+    flat_layer = torch.zeros((n, size * size + 1), dtype=torch.uint8)
+    reach = torch.arange(-_MAX_HALF, _MAX_HALF + 1)
     for k in range(1, count + 1):
         present = torch.rand((n, 1, 1), generator=generator) < (sum(distractors) / 2) / count
         cx, cy = (_uniform(generator, (n, 1, 1), 0, size) for _ in range(2))
-        half = _uniform(generator, (n, 1, 1), 3, 10)
+        half = _uniform(generator, (n, 1, 1), 3, _MAX_HALF)
         square = torch.rand((n, 1, 1), generator=generator) < 0.5
-        inside = torch.where(square, torch.maximum((xs - cx).abs(), (ys - cy).abs()) <= half,
-                             (xs - cx) ** 2 + (ys - cy) ** 2 <= half ** 2)
-        layer.masked_fill_(inside & present, k)
+        # only the (2 * reach + 1)^2 pixels around each centre can be inside: test just those
+        px = cx.floor().long() + reach.view(1, 1, -1)
+        py = cy.floor().long() + reach.view(1, -1, 1)
+        dx, dy = px - cx, py - cy
+        inside = torch.where(square, torch.maximum(dx.abs(), dy.abs()) <= half, dx ** 2 + dy ** 2 <= half ** 2)
+        inside &= present & (px >= 0) & (px < size) & (py >= 0) & (py < size)
+        target = torch.where(inside, py * size + px, size * size).view(n, -1)
+        flat_layer.scatter_(1, target, k)
+    layer = flat_layer[:, :-1].view(n, size, size)
     r = torch.randint(radius[0], radius[1] + 1, (n, 1, 1), generator=generator).float()
     outer = r + ring_width
     margin = outer + 1
@@ -104,21 +113,25 @@ def _scene_chunk(n: int, size: int, radius: tuple[int, int], ring_width: int,
     layer.masked_fill_(masks, count + 2).masked_fill_(disc, count + 1)
     genus = torch.randint(0, len(RING_COLOURS), (n,), generator=generator)
     species = torch.randint(0, len(SPECIES), (n,), generator=generator)
-    # colours of every layer, per image: [n, layers, 3]; the disc's pixels get stripes below
+    # Colours are quantised to bytes early, so the full-size selections below move bytes.
     palette = torch.rand((n, count + 3, 3), generator=generator)
     palette[:, count + 2] = torch.tensor(RING_COLOURS)[genus]
     index = layer.long().view(n, 1, size * size).expand(n, 3, size * size)
-    images = palette.transpose(1, 2).gather(2, index).view(n, 3, size, size)
+    pixels = _to_bytes(palette.transpose(1, 2)).gather(2, index).view(n, 3, size, size)
     gradient = (xs + ys).unsqueeze(0) / (2 * size)
     background = (_uniform(generator, (n, 3, 1, 1), 0.25, 0.6) + _uniform(generator, (n, 3, 1, 1), -0.15, 0.15) * gradient
                   + 0.03 * torch.randn((n, 1, size, size), generator=generator))
     phase = torch.randint(0, 4, (n, 1, 1), generator=generator)
     coordinate = torch.where(species.view(n, 1, 1) == 0, ys.expand(n, size, size), xs.expand(n, size, size))
-    stripes = (((coordinate.long() + phase) // 2) % 2 == 0).float().mul_(0.7).add_(0.15).unsqueeze(1)
-    images = torch.where(layer.unsqueeze(1) == 0, background, images)
-    images = torch.where(disc.unsqueeze(1), stripes, images)
-    pixels = images.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+    dark = ((coordinate.long() + phase) // 2) % 2 == 1
+    stripes = torch.where(dark, _to_bytes(torch.tensor(0.15)), _to_bytes(torch.tensor(0.85))).unsqueeze(1)
+    pixels = torch.where(layer.unsqueeze(1) == 0, _to_bytes(background), pixels)
+    pixels = torch.where(disc.unsqueeze(1), stripes, pixels)
     return pixels, genus * len(SPECIES) + species, mask_box(masks), masks
+
+
+def _to_bytes(values: Tensor) -> Tensor:
+    return values.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
 def mask_box(masks: Tensor) -> Tensor:
