@@ -1,0 +1,70 @@
+"""pytest plugin used by tools/grade.py: records what happened to each notebook cell under nbval.
+
+Loaded with ``-p grade_plugin --grading-results=FILE``. For every cell it appends one JSON line to
+FILE as soon as the cell has run (so a run that is killed still leaves what it had): the cell's
+``grading`` metadata (written by the grader: role and exercise), whether the cell raised, and the
+exception's name and message as the kernel reported them. After a cell of an exercise times out,
+After a check cell of an exercise times out (the student's function never returns), that
+exercise's remaining check cells are skipped: one infinite loop costs one cell timeout, not one
+per check.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_timed_out_exercises: set[str] = set()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--grading-results", default=None, help="JSON-lines file for per-cell results")
+
+
+def _grading(item: pytest.Item) -> dict:
+    cell = getattr(item, "cell", None)
+    return dict(cell.get("metadata", {}).get("grading", {})) if cell is not None else {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    grading = _grading(item)
+    if grading.get("role") in ("check", "hidden-check") and grading.get("exercise") in _timed_out_exercises:
+        pytest.skip(f"an earlier cell of exercise {grading['exercise']} timed out")
+
+
+def _error_details(item: pytest.Item, excinfo: pytest.ExceptionInfo) -> tuple[str, str, bool]:
+    """(exception name, message, timed out) of a failed cell, from the kernel's error output."""
+    message = ANSI.sub("", str(excinfo.value))
+    timed_out = message.startswith("Timeout of")
+    errors = [out for out in (getattr(item, "test_outputs", None) or []) if out.get("output_type") == "error"]
+    if errors and not (timed_out and errors[-1].get("ename") == "KeyboardInterrupt"):
+        return ANSI.sub("", errors[-1].get("ename", "")), ANSI.sub("", errors[-1].get("evalue", "")), timed_out
+    if timed_out:
+        return "Timeout", message, True
+    return excinfo.typename, message, False
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    path = item.config.getoption("--grading-results")
+    if path is None or not hasattr(item, "cell"):
+        return
+    skipped = report.skipped and call.excinfo is not None and call.excinfo.errisinstance(pytest.skip.Exception)
+    if call.when == "call" or (call.when == "setup" and (skipped or call.excinfo is not None)):
+        record = {"cell": getattr(item, "cell_num", None), "grading": _grading(item), "phase": call.when}
+        if skipped:
+            record.update(outcome="skipped", ename="Skipped", evalue=str(call.excinfo.value.msg), timed_out=False)
+        elif call.excinfo is None:
+            record.update(outcome="passed", ename="", evalue="", timed_out=False)
+        else:
+            ename, evalue, timed_out = _error_details(item, call.excinfo)
+            record.update(outcome="error", ename=ename, evalue=evalue, timed_out=timed_out)
+            if timed_out and record["grading"].get("role") in ("check", "hidden-check"):
+                _timed_out_exercises.add(record["grading"]["exercise"])
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
