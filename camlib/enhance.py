@@ -96,6 +96,28 @@ def peak_windows(maps: Tensor, side: float) -> Tensor:
     return square_windows(torch.cat([centre, centre], 1), min(height, width), side=sides, min_side=1)
 
 
+@dataclass(frozen=True)
+class TwoStage:
+    """Every intermediate of the two-stage pipeline on a batch of full-resolution scenes."""
+
+    views: Tensor  # the global views [N, 3, s, s]
+    first: Tensor  # stage-1 probabilities [N, classes]
+    maps: Tensor  # stage-1 CAM of its predicted class [N, m, m]
+    windows: Tensor  # square crop windows in full-resolution pixels [N, 4]
+    crops: Tensor  # what stage 2 sees [N, 3, input, input]
+    second: Tensor  # stage-2 probabilities [N, classes]
+
+
+def two_stage(stage1: nn.Module, stage2: nn.Module, images: Tensor, config: "Config") -> TwoStage:
+    """Look (stage 1 on the global view), find (CAM, Zhou box), zoom (crop the full-resolution
+    scene), classify again (stage 2)."""
+    views = global_view(images, config)
+    first = probabilities(stage1, views)
+    windows, maps = cam_windows(stage1, views, first.argmax(1), config)
+    crops = crop(images, windows, config.input_size)
+    return TwoStage(views, first, maps, windows, crops, probabilities(stage2, crops))
+
+
 # --- the classifier ------------------------------------------------------------------------------
 
 
@@ -272,10 +294,7 @@ def run_experiment(config: Config = Config(), progress: bool = False) -> Experim
     clock = time.perf_counter()
     stage1 = train_classifier(SmallCNN(len(data.SCENE_CLASSES), config.widths), views["train"], train.labels,
                               config, progress=bar.update)
-    p_global = probabilities(stage1, views["test"])
-    predicted = p_global.argmax(1)
     train_windows, _ = cam_windows(stage1, views["train"], train.labels, config)
-    test_windows, test_maps = cam_windows(stage1, views["test"], predicted, config)
     result.seconds["stage 1"] = time.perf_counter() - clock
 
     # Stage 2: a close-up classifier trained on stage 1's CAM crops of the training scenes.
@@ -285,6 +304,9 @@ def run_experiment(config: Config = Config(), progress: bool = False) -> Experim
                               config, progress=bar.update)
     result.seconds["stage 2"] = time.perf_counter() - clock
 
+    pipeline = two_stage(stage1, stage2, full["test"], config)
+    p_global, test_windows, test_maps = pipeline.first, pipeline.windows, pipeline.maps
+    predicted = p_global.argmax(1)
     sides = test_windows[:, 2] - test_windows[:, 0]
     generator = torch.Generator().manual_seed(config.seed)
     true_class_maps = cam_maps(stage1, views["test"], test.labels, config.map_size)
