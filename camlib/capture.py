@@ -82,10 +82,6 @@ class ActivationRecorder:
         self._handles = []
         self.outputs = {}
 
-    @property
-    def attached(self) -> bool:
-        return bool(self._handles)
-
     def _hook_for(self, name: str):
         def hook(_module: nn.Module, _inputs: tuple, output: object) -> object:
             if not self.armed:

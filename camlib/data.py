@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .models import Preprocessing
+from .postprocess import mask_to_box
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 
@@ -127,18 +128,11 @@ def _scene_chunk(n: int, size: int, radius: tuple[int, int], ring_width: int,
     stripes = torch.where(dark, _to_bytes(torch.tensor(0.15)), _to_bytes(torch.tensor(0.85))).unsqueeze(1)
     pixels = torch.where(layer.unsqueeze(1) == 0, _to_bytes(background), pixels)
     pixels = torch.where(disc.unsqueeze(1), stripes, pixels)
-    return pixels, genus * len(SPECIES) + species, mask_box(masks), masks
+    return pixels, genus * len(SPECIES) + species, mask_to_box(masks), masks
 
 
 def _to_bytes(values: Tensor) -> Tensor:
     return values.clamp(0, 1).mul(255).round().to(torch.uint8)
-
-
-def mask_box(masks: Tensor) -> Tensor:
-    """Boxes [N, 4] (x0, y0, x1, y1; ends exclusive) around boolean masks [N, H, W]."""
-    from .postprocess import mask_to_box
-
-    return mask_to_box(masks)
 
 
 def downsample(images: Tensor, factor: int = 4) -> Tensor:

@@ -91,8 +91,9 @@ def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
     return EfficientNetLite0(upstream).eval()
 
 
-def preprocessing(model_name: str = "efficientnet_lite0") -> Preprocessing:
-    """Preprocessing for a camlib model (EfficientNet-Lite0 and torchvision ImageNet models)."""
+def preprocessing() -> Preprocessing:
+    """Preprocessing for EfficientNet-Lite0 (and torchvision's ImageNet models): whole photo
+    resized to 224 x 224, ImageNet mean and std."""
     return Preprocessing(size=224)
 
 
