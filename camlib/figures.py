@@ -121,7 +121,7 @@ def summary_table(summary: dict, section: str, metrics: Sequence[str], percent: 
             if stats is None or stats["mean"] != stats["mean"]:  # NaN: not applicable
                 cells.append("-")
             else:
-                cells.append(f"{scale * stats['mean']:.1f}{unit} +- {scale * stats['std']:.1f}")
+                cells.append(f"{scale * stats['mean']:.1f}{unit} ± {scale * stats['std']:.1f}")
         lines.append(f"| {row[len(section) + 2:]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
