@@ -75,9 +75,9 @@ def square_windows(boxes: Tensor, image_size: int | tuple[int, int], margin: flo
     return torch.cat([start, start + side[:, None]], dim=1)
 
 
-def centred_windows(count: int, side: Tensor, image_size: int) -> Tensor:
+def centred_windows(side: Tensor, image_size: int) -> Tensor:
     """Windows of the given sides at the image centre (the "just zoom in" control)."""
-    centre = torch.full((count, 2), image_size / 2, device=side.device)
+    centre = torch.full((side.shape[0], 2), image_size / 2, device=side.device)
     return square_windows(torch.cat([centre, centre], 1), image_size, side=side, min_side=1)
 
 
@@ -314,7 +314,7 @@ def run_experiment(config: Config = Config(), progress: bool = False) -> Experim
         "CAM box crop": test_windows,
         "CAM peak window": peak_windows(test_maps, float(sides.median()) * config.map_size / config.image_size)
         * (config.image_size / config.map_size),
-        "centre crop (same size)": centred_windows(len(test), sides, config.image_size),
+        "centre crop (same size)": centred_windows(sides, config.image_size),
         "random crop (same size)": random_windows(sides, config.image_size, generator),
         "oracle crop (true box)": square_windows(test.boxes, config.image_size, config.margin, config.min_side),
     }

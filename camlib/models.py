@@ -26,15 +26,19 @@ class Preprocessing:
         return resized.clamp(0, 1)
 
     def normalize(self, images: Tensor) -> Tensor:
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        mean, std = self._statistics(images)
         return (images - mean) / std
 
     def denormalize(self, images: Tensor) -> Tensor:
         """Back to displayable RGB in [0, 1]."""
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        mean, std = self._statistics(images)
         return (images * std + mean).clamp(0, 1)
+
+    def _statistics(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and std as [1, 3, 1, 1] tensors on the images' device and dtype."""
+        options = {"device": images.device, "dtype": images.dtype}
+        return (torch.tensor(self.mean, **options).view(1, 3, 1, 1),
+                torch.tensor(self.std, **options).view(1, 3, 1, 1))
 
     def __call__(self, images: Tensor) -> Tensor:
         return self.normalize(self.resize(images))

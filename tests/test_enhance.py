@@ -82,7 +82,7 @@ def test_square_windows_stay_inside_and_keep_their_centre_when_possible() -> Non
 
 def test_control_windows_have_the_requested_sides() -> None:
     sides = torch.tensor([20.0, 40.0, 128.0])
-    centred = enhance.centred_windows(3, sides, 128)
+    centred = enhance.centred_windows(sides, 128)
     torch.testing.assert_close(centred[:, 2] - centred[:, 0], sides)
     torch.testing.assert_close((centred[:, 0] + centred[:, 2]) / 2, torch.full((3,), 64.0))
     random = enhance.random_windows(sides, 128, torch.Generator().manual_seed(0))
