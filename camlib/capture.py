@@ -89,7 +89,7 @@ class ActivationRecorder:
             if not isinstance(output, Tensor) or output.ndim != 4:
                 got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
                 raise ValueError(
-                    f"layer {name!r}: expected a 4-D feature map [B, C, h, w] as output, got {got}"
+                    f"layer {name!r}: expected a 4-D feature map [B, K, h, w] as output, got {got}"
                 )
             if self.track_gradients:
                 if not output.requires_grad:

@@ -46,7 +46,7 @@ def check_topk(topk: object) -> int:
 
 
 def classes_as_rows(classes: object, batch_size: int, device: torch.device) -> Tensor | None:
-    """``None``, an int, or a ``[B]`` / ``[B, K]`` integer tensor, as a ``[B, K]`` LongTensor."""
+    """``None``, an int, or a ``[B]`` / ``[B, T]`` integer tensor, as a ``[B, T]`` LongTensor."""
     if classes is None:
         return None
     if isinstance(classes, bool):
@@ -57,14 +57,14 @@ def classes_as_rows(classes: object, batch_size: int, device: torch.device) -> T
         classes = torch.as_tensor(classes)
     if not isinstance(classes, Tensor):
         raise TypeError(
-            f"classes: expected None, an int, or a LongTensor [B] or [B, K], got {type(classes).__name__}"
+            f"classes: expected None, an int, or a LongTensor [B] or [B, T], got {type(classes).__name__}"
         )
     if classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool:
         raise TypeError(f"classes: expected an integer tensor, got dtype {classes.dtype}")
     rows = classes[:, None] if classes.ndim == 1 else classes
     if rows.ndim != 2 or rows.shape[0] != batch_size or rows.shape[1] == 0:
         raise ValueError(
-            f"classes: expected one row per image, shape [{batch_size}] or [{batch_size}, K] with K >= 1, "
+            f"classes: expected one row per image, shape [{batch_size}] or [{batch_size}, T] with T >= 1, "
             f"got shape {tuple(classes.shape)}"
         )
     return rows.to(device=device, dtype=torch.long)

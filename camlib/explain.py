@@ -16,10 +16,10 @@ from .postprocess import to_image_maps, zhou_boxes
 
 @dataclass(frozen=True)
 class Explanation:
-    """Maps for K classes of each of B images.
+    """Maps for T classes of each of B images (T = 1 unless ``topk`` or ``classes`` ask for more).
 
-    ``maps`` [B, K, H, W] are for the first layer, at the input's resolution, ReLU'd and each
-    scaled to [0, 1]; ``raw`` holds every layer's maps [B, K, h, w] before all of that.
+    ``maps`` [B, T, H, W] are for the first layer, at the input's resolution, ReLU'd and each
+    scaled to [0, 1]; ``raw`` holds every layer's maps [B, T, h, w] before all of that.
     """
 
     maps: Tensor
@@ -37,7 +37,7 @@ class Explanation:
         return to_image_maps(self.raw[layer], tuple(self.maps.shape[-2:]))
 
     def boxes(self, ratio: float = 0.2) -> Tensor:
-        """Zhou et al. boxes [B, K, 4] (x0, y0, x1, y1) of the first layer's maps."""
+        """Zhou et al. boxes [B, T, 4] (x0, y0, x1, y1) of the first layer's maps."""
         return zhou_boxes(self.maps, ratio)
 
 
@@ -58,7 +58,7 @@ class Capture:
         return list(self.activations)
 
     def gradients(self, classes: Tensor) -> dict[str, Tensor]:
-        """``{layer: [B, K, C, h, w]}``: one backward pass per class column, over the head only.
+        """``{layer: [B, T, K, h, w]}``: one backward pass per class column, over the head only.
 
         Images in a batch are independent in eval mode, so summing the chosen logits over the
         batch gives every image its own gradient in one pass. The graph is kept for later calls.
@@ -87,7 +87,7 @@ class Capture:
 
 
 def choose_classes(logits: Tensor, rows: Tensor | None, topk: int) -> Tensor:
-    """The requested classes [B, K], checked against the logits, or the top-k predictions."""
+    """The requested classes [B, T], checked against the logits, or the top-k predictions."""
     num_classes = logits.shape[1]
     if rows is None:
         if topk > num_classes:
@@ -179,7 +179,7 @@ class Explainer:
                     self.close()
 
     def raw_maps(self, capture: Capture, layer: str, classes: Tensor, method: Method | None = None) -> Tensor:
-        """Raw maps [B, K, h, w] of ``layer`` for ``classes`` [B, K] from a capture."""
+        """Raw maps [B, T, h, w] of ``layer`` for ``classes`` [B, K] from a capture."""
         method = method or self.method
         activations = capture.activations[layer]
         return method.compute(

@@ -49,7 +49,7 @@ def plot_top_classes(
     alpha: float = 0.5,
     boxes: bool = False,
 ) -> Figure:
-    """One row per photo: the photo, then the map of each of its K classes over it."""
+    """One row per photo: the photo, then the map of each of its T classes over it."""
     batch, k = exp.classes.shape
     fig, axes = plt.subplots(batch, k + 1, figsize=(2.6 * (k + 1) + 0.8, 2.6 * batch + 0.5), squeeze=False, layout="constrained")
     all_boxes = exp.boxes() if boxes else None

@@ -1,6 +1,6 @@
 """CAM methods: each a small function from captured tensors to raw maps, joined by one registry line.
 
-A method receives a :class:`MethodInputs` for one layer and returns raw maps ``[B, K, h, w]``
+A method receives a :class:`MethodInputs` for one layer and returns raw maps ``[B, T, h, w]`` for the T classes asked of each image
 (before ReLU, upsampling and normalisation).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ class LinearHead:
     the pooled feature maps are then ``relu(layer output)``.
     """
 
-    weight: Tensor  # [num_classes, C]
+    weight: Tensor  # [num_classes, K]: row c is w^c
     bias: Tensor | None  # [num_classes]
     relu_first: bool = False
 
@@ -30,9 +30,9 @@ class LinearHead:
 
 @dataclass(frozen=True)
 class MethodInputs:
-    activations: Tensor  # [B, C, h, w], the layer's output
-    classes: Tensor  # [B, K]
-    gradients: Tensor | None = None  # [B, K, C, h, w], d logit_class / d activations
+    activations: Tensor  # [B, K, h, w]: the layer's K feature maps f_k
+    classes: Tensor  # [B, T]: T classes c per image
+    gradients: Tensor | None = None  # [B, T, K, h, w]: d S_c / d f_k
     head: LinearHead | None = None
 
 
@@ -65,15 +65,15 @@ def get_method(name: object) -> Method:
 
 @register("cam", needs_head=True)
 def cam(inputs: MethodInputs) -> Tensor:
-    """Zhou et al. (2016): ``M_c(x, y) = sum_k w_k^c f_k(x, y)``, all K classes in one einsum.
+    """Zhou et al. (2016): ``M_c(x, y) = sum_k w_k^c f_k(x, y)``, all T classes in one einsum.
 
     ``w^c`` is row ``c`` of the linear classifier that follows global average pooling, so the
     spatial mean of ``M_c`` plus the bias is exactly the logit of class ``c``.
     """
     assert inputs.head is not None
-    class_weights = inputs.head.weight[inputs.classes]  # [B, K, C]
+    class_weights = inputs.head.weight[inputs.classes]  # [B, T, K]
     features = inputs.head.pooled_features(inputs.activations)
-    return torch.einsum("bchw,bkc->bkhw", features, class_weights)
+    return torch.einsum("bkhw,btk->bthw", features, class_weights)
 
 
 @register("gradcam", needs_gradients=True)
@@ -84,5 +84,5 @@ def gradcam(inputs: MethodInputs) -> Tensor:
     GAP + linear head the gradient is ``w_k^c / (h w)`` everywhere, so Grad-CAM = CAM / (h w).
     """
     assert inputs.gradients is not None
-    channel_weights = inputs.gradients.mean(dim=(-2, -1))  # [B, K, C]
-    return torch.einsum("bchw,bkc->bkhw", inputs.activations, channel_weights)
+    channel_weights = inputs.gradients.mean(dim=(-2, -1))  # [B, T, K]
+    return torch.einsum("bkhw,btk->bthw", inputs.activations, channel_weights)

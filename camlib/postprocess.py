@@ -143,7 +143,7 @@ def overlay(images: Tensor, maps: Tensor, alpha: float = 0.5, cmap: str = "jet")
     """Blend coloured maps over images: ``(1 - alpha) * image + alpha * colour(map)``.
 
     ``images`` are RGB in ``[0, 1]``, ``[B, 3, H, W]``; ``maps`` are ``[B, H, W]`` or
-    ``[B, K, H, W]`` (one overlay per map). This is for display only: it does not change what
+    ``[B, T, H, W]`` (one overlay per map). This is for display only: it does not change what
     the classifier sees.
     """
     if not 0.0 <= alpha <= 1.0:
