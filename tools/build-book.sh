@@ -18,6 +18,19 @@ cd "$ROOT"
 
 bash "$ROOT/tools/fetch-widget-js.sh"
 
+# jupyter-cache keys a notebook's results on its own code cells only. The chapters' results
+# also depend on camlib, so a change to camlib (or to the requirements) clears the cache.
+stamp="$ROOT/_build/.camlib-sources.sha256"
+sources="$(find "$ROOT/camlib" -name '*.py' | sort | xargs cat "$ROOT/requirements.txt" \
+           | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$sources" ]]; then
+    if [[ -d "$ROOT/_build/.jupyter_cache" ]]; then
+        echo "build-book: camlib changed; clearing the execution cache"
+    fi
+    rm -rf "$ROOT/_build/.jupyter_cache"
+    mkdir -p "$ROOT/_build" && echo "$sources" > "$stamp"
+fi
+
 echo "build-book: jupyter-book build . -W -n --keep-going $*"
 if ! jupyter-book build . -W -n --keep-going "$@"; then
     echo "build-book: FAILED (warnings count as errors; see the log above)" >&2
