@@ -227,3 +227,42 @@ def test_grading_speed_benchmark_runs(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["students"] == 1 and result["notebooks"] == 3 and result["grades"]["errored"] >= 2
     assert "grading-speed: 1 students, 3 notebooks" in done.stdout
+
+
+# --- hidden checks against mistakes the visible checks let through -------------------------------
+
+MORE_MISTAKES = {
+    "1.3": ('''
+def region_overlap(map_a, map_b, ratio=0.2):
+    top = torch.maximum(map_a.amax(dim=(-2, -1), keepdim=True), map_b.amax(dim=(-2, -1), keepdim=True))
+    region_a, region_b = map_a >= ratio * top, map_b >= ratio * top
+    inter = (region_a & region_b).sum(dim=(-2, -1)).float()
+    return inter / (region_a | region_b).sum(dim=(-2, -1)).float()
+''', "larger maximum of the pair"),
+    "2.2": ('''
+def class_maps(features, weight, bias, classes):
+    predicted = (features.mean(dim=(-2, -1)) @ weight.T + bias).argmax(dim=1)
+    return torch.einsum("bkhw,bk->bhw", features, weight[predicted])
+''', "not the image's predicted class"),
+}
+
+
+def hidden_check_source(exercise: str) -> str:
+    name = next(n for n in NOTEBOOKS if n.startswith(f"ex0{exercise[0]}"))
+    notebook = nbformat.read(ROOT / "coursework" / "source" / f"{name}.ipynb", as_version=4)
+    tags = {f"exercise-{exercise}", "hidden-check"}
+    return next(cell.source for cell in notebook.cells if tags <= set(cell.metadata.get("tags", [])))
+
+
+@pytest.mark.parametrize("exercise", sorted(MORE_MISTAKES))
+def test_hidden_check_tells_the_mistake_from_the_answer(exercise: str) -> None:
+    """Region threshold at the pair's shared maximum (1.3); the predicted class explained instead of
+    the class asked for (2.2): both pass the visible checks on the book's photos."""
+    import torch
+
+    body, named_in_message = MORE_MISTAKES[exercise]
+    namespace = {"torch": torch}
+    exec(body, namespace)  # noqa: S102 - the mistaken answer, as a student would write it
+    with pytest.raises(AssertionError, match=f"Exercise {exercise}:") as failure:
+        exec(hidden_check_source(exercise), namespace)  # noqa: S102
+    assert named_in_message in str(failure.value)
