@@ -203,3 +203,17 @@ def test_bad_input_is_refused_with_a_clear_message(kwargs, message) -> None:
 def test_pointing_game_refuses_empty_masks() -> None:
     with pytest.raises(ValueError, match="empty masks at rows \\[1\\]"):
         metrics.pointing_game(torch.rand(2, 8, 8), torch.tensor([[[1]], [[0]]]).bool().expand(2, 8, 8))
+
+
+def test_localisation_gives_the_numbers_of_the_function_it_replaces() -> None:
+    """camlib.enhance.localisation (to be replaced by this one) on CAM-like random maps."""
+    from camlib import enhance
+
+    generator = torch.Generator().manual_seed(4)
+    maps = torch.nn.functional.avg_pool2d(torch.rand(30, 1, 20, 20, generator=generator), 5, 1, 2)[:, 0]
+    starts = torch.randint(0, 40, (30, 2), generator=generator)
+    boxes = torch.cat([starts, starts + torch.randint(8, 40, (30, 2), generator=generator)], 1)
+    masks = metrics.boxes_to_masks(boxes, (80, 80))
+    correct = torch.rand(30, generator=generator) < 0.7
+    for ratio in (0.2, 0.5):
+        assert metrics.localisation(maps, boxes, masks, correct, ratio) == enhance.localisation(maps, boxes, masks, correct, ratio)
