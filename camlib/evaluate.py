@@ -35,7 +35,8 @@ from .explain import explain
 from .models import Preprocessing
 from .postprocess import mask_to_box
 
-METRICS = ("deletion", "insertion", "confidence", "pointing", "localisation")
+METRICS = ("deletion", "insertion", "confidence", "pointing", "localisation", "road")
+DEFAULT_METRICS = METRICS[:-1]  # ROAD's imputation costs a linear solve per perturbed image
 MAX_BOXES = 16
 
 
@@ -129,6 +130,10 @@ def evaluate_batch(model: nn.Module, batch: dict[str, Tensor], args: argparse.Na
         if "confidence" in args.metrics:
             change = metrics.confidence_change(model, images, maps, classes, max_batch=args.max_batch)
             values["drop"], values["increase"] = change.drop, change.increase.float()
+        if "road" in args.metrics:  # mean P_c over removing 10%, ..., 90%, each batch seeded alike
+            for order in ("morf", "lerf"):
+                curve = metrics.road(model, images, maps, classes, order=order, max_batch=args.max_batch)
+                values[f"road_{order}"] = curve.scores.mean(dim=1)
         if "pointing" in args.metrics and bool(has_object.any()):
             hits = torch.full((images.shape[0],), math.nan, device=images.device)
             hits[has_object] = metrics.pointing_game(maps[has_object], batch["mask"][has_object], args.tolerance,
@@ -238,7 +243,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="initialises random models")
     parser.add_argument("--methods", nargs="+", default=["cam", "gradcam"])
     parser.add_argument("--layer", help="the layer to explain (default: the last feature map)")
-    parser.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS)
+    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=METRICS)
     parser.add_argument("--target", choices=("predicted", "label"), default="predicted",
                         help="which class to explain (label: folder index = model class index)")
     parser.add_argument("--image-size", type=int, default=224)

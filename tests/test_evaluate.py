@@ -45,6 +45,7 @@ def run(folder: Path, out: Path, processes: int, workers: int) -> dict:
     """One process runs here (one thread, as torchrun gives each of its processes)."""
     arguments = [str(folder / "images"), "--out", str(out), "--model", "smallcnn", "--image-size", "32",
                  "--batch-size", "2", "--chunk-size", "3", "--workers", str(workers), "--steps", "8",
+                 "--metrics", *evaluate.METRICS,
                  "--boxes", str(folder / "boxes.json"), "--masks", str(folder / "masks"), "--device", "cpu"]
     if processes == 1:
         threads = torch.get_num_threads()
@@ -84,7 +85,7 @@ def test_two_gloo_processes_give_the_numbers_of_one_and_a_run_resumes(folder, tm
     # every metric is there, for both methods; objects known for 7 of 8 images (boxes or mask)
     for method in ("cam", "gradcam"):
         assert {f"{method}/{k}" for k in ("class", "prob", "deletion_auc", "insertion_auc", "drop",
-                                         "increase", "pointing", "iou")} <= set(one[0])
+                                         "increase", "pointing", "iou", "road_morf", "road_lerf")} <= set(one[0])
         assert single[method]["pointing_images"] == 7 and single[method]["iou_images"] == 7
         assert 0 <= single[method]["deletion_auc"] <= 1 and 0 <= single[method]["gt_known"] <= 1
     assert math.isnan(one[3]["cam/pointing"])  # circles/3.png: neither box nor mask

@@ -217,3 +217,41 @@ def test_localisation_gives_the_numbers_of_the_function_it_replaces() -> None:
     correct = torch.rand(30, generator=generator) < 0.7
     for ratio in (0.2, 0.5):
         assert metrics.localisation(maps, boxes, masks, correct, ratio) == enhance.localisation(maps, boxes, masks, correct, ratio)
+
+
+def test_linear_imputation_is_exact_on_a_ramp_and_matches_the_road_authors_solver() -> None:
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    ys, xs = torch.meshgrid(torch.arange(12.0), torch.arange(12.0), indexing="ij")
+    ramp = (0.3 * xs - 0.2 * ys + 1).expand(1, 3, 12, 12).double()
+    removed = torch.zeros(1, 12, 12, dtype=torch.bool)
+    removed[0, 3:8, 4:9] = True  # an interior hole: a linear function is its own neighbour mean
+    torch.testing.assert_close(metrics.linear_imputation(ramp, removed), ramp)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, 14, 11, generator=generator, dtype=torch.float64)
+    removed = torch.rand(3, 14, 11, generator=generator) < torch.tensor([0.2, 0.6, 0.9]).view(3, 1, 1)
+    removed[2, :, :5] = True  # a hole touching the border
+    ours = metrics.linear_imputation(images, removed)
+    oracle = NoisyLinearImputer(noise=0.0)
+    for i in range(3):
+        theirs = oracle(images[i].float(), (~removed[i]).float())
+        torch.testing.assert_close(ours[i].float(), theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_road_matches_pytorch_grad_cam_without_noise() -> None:
+    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    model = make_gapnet(6)
+    images = random_images(7, batch=4, size=10)  # 100 pixels: percentile p leaves (100 - p) pixels
+    maps = torch.rand(4, 10, 10, generator=torch.Generator().manual_seed(8))
+    # pytorch-grad-cam's percentile p keeps p% of the pixels (MoRF: the least relevant, LeRF:
+    # the most relevant) and imputes the rest: our fraction removed is 1 - p / 100
+    for order, metric, percentile in (("morf", ROADMostRelevantFirst, 70), ("lerf", ROADLeastRelevantFirst, 40)):
+        ours = metrics.road(model, images, maps, order=order, fractions=(1 - percentile / 100,), noise=0.0)
+        before = model(images).softmax(1).gather(1, ours.classes[:, None])[:, 0]
+        theirs = metric(percentile)
+        theirs.perturbation.imputer.noise = 0.0
+        targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in ours.classes]
+        change = theirs(images, maps.numpy(), targets, model)  # P_c after minus P_c before
+        np.testing.assert_allclose((ours.scores[:, 0] - before).detach().numpy(), change.ravel(), atol=1e-5)
