@@ -4,19 +4,19 @@
 - :func:`confidence_change`: average drop and increase in confidence (Chattopadhay et al. 2018);
 - :func:`pointing_game`: is the map's maximum on the object, within a tolerance (Zhang et al. 2016);
 - :func:`localisation` and :func:`threshold_sweep`: weakly supervised localisation (Zhou box);
-- :func:`road`: remove and debias (Rong et al. 2022), with noiseless linear imputation.
+- ROAD, remove and debias (Rong et al. 2022), is in :mod:`camlib.road`.
 
 Every function is method-agnostic: it takes maps ``[B, H, W]`` (one per image, for the class
 ``c`` of that image), however they were made. Model-based metrics run batched forwards on the
 images' device, under ``torch.no_grad``, and leave the model's training flags as they were.
 Scores are probabilities ``P_c`` (softmax of the logits).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import checks
@@ -52,8 +52,9 @@ def image_maps(maps: object, images: Tensor) -> Tensor:
     return maps if tuple(maps.shape[-2:]) == size else upsample(maps, size)
 
 
-def class_probabilities(model: nn.Module, images: Tensor, classes: Tensor | None = None,
-                        max_batch: int = 128) -> tuple[Tensor, Tensor]:
+def class_probabilities(
+    model: nn.Module, images: Tensor, classes: Tensor | None = None, max_batch: int = 128
+) -> tuple[Tensor, Tensor]:
     """``(P_c [N], c [N])``: probability of ``classes`` (default: the predicted ones), in
     forwards of at most ``max_batch`` images."""
     scores, chosen = [], []
@@ -70,12 +71,15 @@ def class_probabilities(model: nn.Module, images: Tensor, classes: Tensor | None
 def _class_column(classes: object, images: Tensor) -> Tensor | None:
     rows = checks.classes_as_rows(classes, images.shape[0], images.device)
     if rows is not None and rows.shape[1] != 1:
-        raise ValueError(f"classes: expected one class per image, [B] or [B, 1], got {tuple(rows.shape)}")
+        raise ValueError(
+            f"classes: expected one class per image, [B] or [B, 1], got {tuple(rows.shape)}"
+        )
     return None if rows is None else rows[:, 0]
 
 
-def _check_inputs(model: nn.Module, images: Tensor, maps: object, classes: object,
-                  max_batch: int) -> tuple[Tensor, Tensor, Tensor]:
+def _check_inputs(
+    model: nn.Module, images: Tensor, maps: object, classes: object, max_batch: int
+) -> tuple[Tensor, Tensor, Tensor]:
     images = checks.check_images(model, images)
     maps = image_maps(maps, images)
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
@@ -84,7 +88,9 @@ def _check_inputs(model: nn.Module, images: Tensor, maps: object, classes: objec
     return maps, before, chosen
 
 
-def baseline_images(images: Tensor, kind: str = "zero", sigma: float = 5.0, kernel: int = 11) -> Tensor:
+def baseline_images(
+    images: Tensor, kind: str = "zero", sigma: float = 5.0, kernel: int = 11
+) -> Tensor:
     """What removed pixels become: ``zero`` (all zeros: for normalised inputs, the data set's
     mean colour), ``mean`` (each image's own mean per channel) or ``blur`` (a Gaussian blur of
     the image, ``kernel`` taps, ``sigma`` pixels: Petsiuk et al. use 11 and 5)."""
@@ -119,7 +125,9 @@ def pixel_order(maps: Tensor) -> Tensor:
     return torch.sort(maps.flatten(1), dim=1, descending=True, stable=True).indices
 
 
-def step_counts(pixels: int, steps: int | None = None, pixels_per_step: int | None = None) -> Tensor:
+def step_counts(
+    pixels: int, steps: int | None = None, pixels_per_step: int | None = None
+) -> Tensor:
     """How many pixels are changed after each step: ``round(s * P / S)`` for ``steps`` S, or
     ``min(s * n, P)`` for ``pixels_per_step`` n (then S = ceil(P / n)); starts at 0, ends at P."""
     if (steps is None) == (pixels_per_step is None):
@@ -129,14 +137,24 @@ def step_counts(pixels: int, steps: int | None = None, pixels_per_step: int | No
         name = "steps" if steps is not None else "pixels_per_step"
         raise ValueError(f"{name}: expected a positive int, got {size!r}")
     if steps is not None:
-        return torch.div(torch.arange(steps + 1) * pixels + steps // 2, steps, rounding_mode="floor")
+        return torch.div(
+            torch.arange(steps + 1) * pixels + steps // 2, steps, rounding_mode="floor"
+        )
     count = -(-pixels // pixels_per_step)
     return (torch.arange(count + 1) * pixels_per_step).clamp(max=pixels)
 
 
-def perturbation_curve(model: nn.Module, images: Tensor, maps: Tensor, classes: object = None,
-                       mode: str = "deletion", steps: int | None = 50, pixels_per_step: int | None = None,
-                       baseline: str = "zero", max_batch: int = 128) -> Curves:
+def perturbation_curve(
+    model: nn.Module,
+    images: Tensor,
+    maps: Tensor,
+    classes: object = None,
+    mode: str = "deletion",
+    steps: int | None = 50,
+    pixels_per_step: int | None = None,
+    baseline: str = "zero",
+    max_batch: int = 128,
+) -> Curves:
     """Petsiuk et al.'s deletion (``P_c`` as the most important pixels are replaced by the
     baseline; lower AUC is better) or insertion (``P_c`` as they are put back into the
     baseline image; higher is better). ``classes``: default the predicted class.
@@ -199,8 +217,9 @@ class ConfidenceChange:
         return self.increase.float().mean().item() * 100
 
 
-def confidence_change(model: nn.Module, images: Tensor, maps: Tensor, classes: object = None,
-                      max_batch: int = 128) -> ConfidenceChange:
+def confidence_change(
+    model: nn.Module, images: Tensor, maps: Tensor, classes: object = None, max_batch: int = 128
+) -> ConfidenceChange:
     """Multiply the model's input by the map (clamped to [0, 1], image-sized) and compare ``P_c``
     with the original's. As in pytorch-grad-cam, the input tensor is multiplied as given
     (normalised inputs then fade towards the data set's mean colour)."""
@@ -219,7 +238,9 @@ def boxes_to_masks(boxes: Tensor, size: tuple[int, int]) -> Tensor:
     (x0, y0, x1, y1) pixels, ends exclusive (rows of NaN are ignored)."""
     if not isinstance(boxes, Tensor) or boxes.ndim not in (2, 3) or boxes.shape[-1] != 4:
         got = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
-        raise ValueError(f"boxes: expected a tensor [B, 4] or [B, N, 4] of (x0, y0, x1, y1), got {got}")
+        raise ValueError(
+            f"boxes: expected a tensor [B, 4] or [B, N, 4] of (x0, y0, x1, y1), got {got}"
+        )
     boxes = boxes.float()[:, None] if boxes.ndim == 2 else boxes.float()
     height, width = size
     xs = torch.arange(width, device=boxes.device).view(1, 1, 1, width) + 0.5
@@ -229,8 +250,9 @@ def boxes_to_masks(boxes: Tensor, size: tuple[int, int]) -> Tensor:
     return inside.any(dim=1)
 
 
-def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 15.0,
-                  pixel_size: Tensor | None = None) -> Tensor:
+def pointing_game(
+    maps: Tensor, masks: Tensor, tolerance: float = 15.0, pixel_size: Tensor | None = None
+) -> Tensor:
     """Zhang et al. (2016): a hit [B] when the map's maximum (the first in row-major order if
     several) lies within ``tolerance`` pixels of the object ``masks`` [B, H, W] (boxes: see
     :func:`boxes_to_masks`). Distances are between pixel centres, in pixels of the original
@@ -242,10 +264,17 @@ def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 15.0,
     maps = image_maps(maps, masks)
     empty = ~masks.flatten(1).any(1)
     if bool(empty.any()):
-        raise ValueError(f"masks: expected an object in every mask, got empty masks at rows {empty.nonzero().flatten().tolist()}")
+        raise ValueError(
+            "masks: expected an object in every mask, got empty masks at rows "
+            f"{empty.nonzero().flatten().tolist()}"
+        )
     batch, height, width = masks.shape
     peak = maps.flatten(1).argmax(dim=1)
-    scale = torch.ones(batch, 2, device=masks.device) if pixel_size is None else pixel_size.to(masks.device).float()
+    scale = (
+        torch.ones(batch, 2, device=masks.device)
+        if pixel_size is None
+        else pixel_size.to(masks.device).float()
+    )
     dx = (torch.arange(width, device=masks.device)[None] - (peak % width)[:, None]) * scale[:, :1]
     dy = (torch.arange(height, device=masks.device)[None] - (peak // width)[:, None]) * scale[:, 1:]
     distance2 = dy[:, :, None] ** 2 + dx[:, None, :] ** 2  # [B, H, W]
@@ -263,8 +292,13 @@ def map_boxes(maps: Tensor, ratio: float, image_size: tuple[int, int]) -> Tensor
     return zhou_boxes(maps, ratio).float() * scale
 
 
-def localisation_per_image(maps: Tensor, boxes: Tensor, masks: Tensor | None = None, ratio: float = 0.2,
-                           image_size: tuple[int, int] | None = None) -> dict[str, Tensor]:
+def localisation_per_image(
+    maps: Tensor,
+    boxes: Tensor,
+    masks: Tensor | None = None,
+    ratio: float = 0.2,
+    image_size: tuple[int, int] | None = None,
+) -> dict[str, Tensor]:
     """Per image: ``iou`` of the Zhou box (threshold ``ratio`` of the max) with the true box, and
     ``on_object``: the centre of the map's peak cell lies on the object ``mask`` (if given).
 
@@ -278,7 +312,9 @@ def localisation_per_image(maps: Tensor, boxes: Tensor, masks: Tensor | None = N
             raise ValueError("image_size: expected (H, W) when no masks are given")
         image_size = tuple(masks.shape[-2:])
     if maps.ndim != 3 or boxes.shape != (maps.shape[0], 4):
-        raise ValueError(f"maps [N, h, w] and boxes [N, 4]: got {tuple(maps.shape)} and {tuple(boxes.shape)}")
+        raise ValueError(
+            f"maps [N, h, w] and boxes [N, 4]: got {tuple(maps.shape)} and {tuple(boxes.shape)}"
+        )
     iou = box_iou(map_boxes(maps, ratio, image_size), boxes.float()).diagonal()
     result = {"iou": iou}
     if masks is not None:
@@ -286,11 +322,15 @@ def localisation_per_image(maps: Tensor, boxes: Tensor, masks: Tensor | None = N
         flat = maps.flatten(1).argmax(1)
         peak_x = ((flat % w).float() + 0.5).mul(width / w).long().clamp(max=width - 1)
         peak_y = ((flat // w).float() + 0.5).mul(height / h).long().clamp(max=height - 1)
-        result["on_object"] = masks[torch.arange(masks.shape[0], device=masks.device), peak_y, peak_x].bool()
+        result["on_object"] = masks[
+            torch.arange(masks.shape[0], device=masks.device), peak_y, peak_x
+        ].bool()
     return result
 
 
-def localisation(maps: Tensor, boxes: Tensor, masks: Tensor, correct: Tensor, ratio: float) -> dict[str, float]:
+def localisation(
+    maps: Tensor, boxes: Tensor, masks: Tensor, correct: Tensor, ratio: float
+) -> dict[str, float]:
     """Weakly supervised localisation from maps [N, h, w] of the true class; ``boxes`` and
     ``masks`` [N, H, W] are at the image's resolution.
 
@@ -300,91 +340,23 @@ def localisation(maps: Tensor, boxes: Tensor, masks: Tensor, correct: Tensor, ra
     """
     per_image = localisation_per_image(maps, boxes, masks, ratio)
     hit = per_image["iou"] >= 0.5
-    return {"gt_known": hit.float().mean().item(), "top1": (hit & correct.bool()).float().mean().item(),
-            "pointing": per_image["on_object"].float().mean().item(), "mean_iou": per_image["iou"].mean().item()}
+    return {
+        "gt_known": hit.float().mean().item(),
+        "top1": (hit & correct.bool()).float().mean().item(),
+        "pointing": per_image["on_object"].float().mean().item(),
+        "mean_iou": per_image["iou"].mean().item(),
+    }
 
 
-def threshold_sweep(maps: Tensor, boxes: Tensor, masks: Tensor, correct: Tensor,
-                    ratios: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))) -> list[dict[str, float]]:
-    """:func:`localisation` at each threshold ratio (Choe et al. 2020: choose it on held-out data)."""
-    return [{"ratio": ratio, **localisation(maps, boxes, masks, correct, ratio)} for ratio in ratios]
-
-
-# --- ROAD -------------------------------------------------------------------------------------
-
-# Rong et al.'s neighbour weights: 1/6 for the four edge neighbours, 1/12 for the diagonals.
-_NEIGHBOURS = ((1 / 12, 1 / 6, 1 / 12), (1 / 6, 0.0, 1 / 6), (1 / 12, 1 / 6, 1 / 12))
-
-
-def linear_imputation(images: Tensor, removed: Tensor, noise: float = 0.0, generator: torch.Generator | None = None,
-                      tolerance: float = 1e-7, max_iterations: int = 10_000) -> Tensor:
-    """Rong et al.'s linear imputation: every ``removed`` pixel ([B, H, W] bool) becomes the
-    weighted mean of its 8 neighbours in the image (known or themselves imputed), per channel,
-    plus Gaussian ``noise``. The linear system (symmetric, positive definite wherever a hole
-    touches a known pixel) is solved for all images and channels at once by conjugate
-    gradients, on the images' device."""
-    if removed.shape != (images.shape[0], *images.shape[-2:]):
-        raise ValueError(f"removed: expected a mask [{images.shape[0]}, H, W] like the images, got {tuple(removed.shape)}")
-    channels = images.shape[1]
-    hole = removed[:, None].to(images.dtype)
-    kernel = torch.tensor(_NEIGHBOURS, dtype=images.dtype, device=images.device).expand(channels, 1, 3, 3)
-
-    def neighbours(values: Tensor) -> Tensor:
-        return F.conv2d(values, kernel, padding=1, groups=channels)
-
-    weight_sum = neighbours(torch.ones_like(images[:1]))  # smaller at the borders
-
-    def operator(values: Tensor) -> Tensor:
-        return hole * (weight_sum * values - neighbours(values * hole))
-
-    rhs = hole * neighbours(images * (1 - hole))
-    solution, residual = torch.zeros_like(images), rhs.clone()
-    direction = residual.clone()
-    norm = residual.square().sum(dim=(-2, -1), keepdim=True)
-    target = norm * tolerance**2
-    for iteration in range(max_iterations):
-        applied = operator(direction)
-        curvature = (direction * applied).sum(dim=(-2, -1), keepdim=True)
-        step = torch.where(curvature > 0, norm / curvature.clamp_min(torch.finfo(images.dtype).tiny), 0)
-        solution += step * direction
-        residual -= step * applied
-        new_norm = residual.square().sum(dim=(-2, -1), keepdim=True)
-        if iteration % 10 == 9 and bool((new_norm <= target).all()):
-            break
-        direction = residual + torch.where(norm > 0, new_norm / norm.clamp_min(torch.finfo(images.dtype).tiny), 0) * direction
-        norm = new_norm
-    if noise:
-        solution = solution + noise * torch.randn(images.shape, generator=generator).to(images)
-    return torch.where(removed[:, None], solution, images)
-
-
-def road(model: nn.Module, images: Tensor, maps: Tensor, classes: object = None, order: str = "morf",
-         fractions: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10)), noise: float = 0.01,
-         seed: int = 0, max_batch: int = 128) -> Curves:
-    """ROAD (Rong et al. 2022): ``P_c`` after removing the ``fractions`` of pixels with the
-    highest (``morf``: most relevant first) or lowest (``lerf``) map values, with the removed
-    pixels filled by :func:`linear_imputation` (noise drawn from ``seed``). ``auc`` is the
-    trapezoid over the given fractions. MoRF falls fast and LeRF slowly for a good map."""
-    if order not in ("morf", "lerf"):
-        raise ValueError(f"order: expected 'morf' or 'lerf', got {order!r}")
-    maps, _, chosen = _check_inputs(model, images, maps, classes, max_batch)
-    batch, height, width = maps.shape
-    pixels = height * width
-    ranking = pixel_order(maps if order == "morf" else -maps)
-    rank = torch.empty_like(ranking)
-    rank.scatter_(1, ranking, torch.arange(pixels, device=maps.device).expand(batch, pixels))
-    counts = torch.tensor([round(f * pixels) for f in fractions], device=images.device)
-    generator = torch.Generator().manual_seed(seed)
-    rows = batch * counts.shape[0]
-    scores = torch.empty(rows, device=images.device)
-    with torch.no_grad(), model_state_preserved(model):
-        for start in range(0, rows, max_batch):
-            index = torch.arange(start, min(start + max_batch, rows), device=images.device)
-            image, step = index // counts.shape[0], index % counts.shape[0]
-            removed = (rank[image] < counts[step][:, None]).view(-1, height, width)
-            imputed = linear_imputation(images[image], removed, noise, generator)
-            probs = logits_of(model(imputed)).softmax(dim=1)
-            scores[index] = probs.gather(1, chosen[image][:, None])[:, 0]
-    scores = scores.view(batch, counts.shape[0])
-    axis = torch.tensor(fractions, dtype=scores.dtype, device=scores.device)
-    return Curves(order, axis, scores, torch.trapezoid(scores, axis, dim=1), chosen)
+def threshold_sweep(
+    maps: Tensor,
+    boxes: Tensor,
+    masks: Tensor,
+    correct: Tensor,
+    ratios: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10)),
+) -> list[dict[str, float]]:
+    """:func:`localisation` at each threshold ratio (Choe et al. 2020: choose it on held-out
+    data)."""
+    return [
+        {"ratio": ratio, **localisation(maps, boxes, masks, correct, ratio)} for ratio in ratios
+    ]

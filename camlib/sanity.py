@@ -11,6 +11,7 @@ Each comparison is per image: the Spearman rank correlation (:func:`spearman`) a
 explaining what the model learned. The user's model is never changed: the randomised models
 are copies.
 """
+
 from __future__ import annotations
 
 import copy
@@ -61,8 +62,15 @@ def gaussian_window(size: int = 11, sigma: float = 1.5, device=None, dtype=torch
     return window / window.sum()
 
 
-def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5,
-         k1: float = 0.01, k2: float = 0.03) -> Tensor:
+def ssim(
+    a: Tensor,
+    b: Tensor,
+    data_range: float = 1.0,
+    window: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> Tensor:
     """Structural similarity [N] of maps ``a`` and ``b`` [N, H, W] (Wang et al. 2004): local
     statistics under an 11-tap Gaussian window (sigma 1.5), C1 = (0.01 L)^2, C2 = (0.03 L)^2
     with L = ``data_range``, averaged over the positions where the window fits in the map."""
@@ -81,14 +89,18 @@ def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, window: int = 11, sigma:
     var_y = local_mean(y * y) - mu_y**2
     cov = local_mean(x * y) - mu_x * mu_y
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    )
     return index.mean(dim=(1, 2, 3))
 
 
 def _same_shape(a: Tensor, b: Tensor) -> None:
     if not isinstance(a, Tensor) or not isinstance(b, Tensor) or a.shape != b.shape or a.ndim < 2:
         shapes = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (a, b)]
-        raise ValueError(f"maps: expected two tensors of one shape [N, ...], got {shapes[0]} and {shapes[1]}")
+        raise ValueError(
+            f"maps: expected two tensors of one shape [N, ...], got {shapes[0]} and {shapes[1]}"
+        )
 
 
 # --- model randomisation ----------------------------------------------------------------------
@@ -106,8 +118,12 @@ class Comparison:
         """Means over the images (NaN correlations of constant maps left out) and their count."""
         finite = torch.isfinite(self.spearman)
         mean = self.spearman[finite].mean().item() if bool(finite.any()) else math.nan
-        return {"step": self.step, "spearman": mean, "ssim": self.ssim.mean().item(),
-                "images": int(finite.sum())}
+        return {
+            "step": self.step,
+            "spearman": mean,
+            "ssim": self.ssim.mean().item(),
+            "images": int(finite.sum()),
+        }
 
 
 @dataclass(frozen=True)
@@ -125,9 +141,14 @@ class SanityResult:
 def randomisable_layers(model: nn.Module) -> list[str]:
     """Modules holding learned weights (a ``weight`` of 2 or more dimensions: convolutions and
     linear layers), in registration order, which is input to output for sequential networks."""
-    return [name for name, module in model.named_modules()
-            if name and isinstance(getattr(module, "weight", None), Tensor) and module.weight.ndim >= 2
-            and hasattr(module, "reset_parameters")]
+    return [
+        name
+        for name, module in model.named_modules()
+        if name
+        and isinstance(getattr(module, "weight", None), Tensor)
+        and module.weight.ndim >= 2
+        and hasattr(module, "reset_parameters")
+    ]
 
 
 def reinitialise(module: nn.Module, seed: int) -> None:
@@ -142,19 +163,36 @@ def reinitialise(module: nn.Module, seed: int) -> None:
             getattr(module, name).copy_(value)
 
 
-def _maps(model: nn.Module, images: Tensor, method: str, layer: str | None, classes: object) -> tuple[Tensor, Tensor]:
+def _maps(
+    model: nn.Module, images: Tensor, method: str, layer: str | None, classes: object
+) -> tuple[Tensor, Tensor]:
     exp = explain(model, images, method=method, layers=layer, classes=classes)
     return exp.maps[:, 0], exp.classes[:, 0]
 
 
-def _randomisation(kind: str, model: nn.Module, images: Tensor, method: str, layer: str | None,
-                   classes: object, layers: list[str] | None, seed: int) -> SanityResult:
+def _randomisation(
+    kind: str,
+    model: nn.Module,
+    images: Tensor,
+    method: str,
+    layer: str | None,
+    classes: object,
+    layers: list[str] | None,
+    seed: int,
+) -> SanityResult:
     original, chosen = _maps(model, images, method, layer, classes)
     names = randomisable_layers(model) if layers is None else list(layers)
     modules = dict(model.named_modules())
-    unknown = [name for name in names if name not in modules or not hasattr(modules[name], "reset_parameters")]
+    unknown = [
+        name
+        for name in names
+        if name not in modules or not hasattr(modules[name], "reset_parameters")
+    ]
     if unknown or not names:
-        raise ValueError(f"layers: expected names of modules with parameters to re-initialise, got {unknown or names}")
+        raise ValueError(
+            "layers: expected names of modules with parameters to re-initialise, "
+            f"got {unknown or names}"
+        )
     randomised = copy.deepcopy(model)
     copies = dict(randomised.named_modules())
     comparisons = []
@@ -168,8 +206,15 @@ def _randomisation(kind: str, model: nn.Module, images: Tensor, method: str, lay
     return SanityResult(kind, original, chosen, comparisons)
 
 
-def cascading_randomisation(model: nn.Module, images: Tensor, method: str = "gradcam", layer: str | None = None,
-                            classes: object = None, layers: list[str] | None = None, seed: int = 0) -> SanityResult:
+def cascading_randomisation(
+    model: nn.Module,
+    images: Tensor,
+    method: str = "gradcam",
+    layer: str | None = None,
+    classes: object = None,
+    layers: list[str] | None = None,
+    seed: int = 0,
+) -> SanityResult:
     """Re-initialise ``layers`` (default :func:`randomisable_layers`) of a copy of ``model`` from
     the last to the first, cumulatively; after each step, compare its maps of the same classes
     (default: the trained model's predictions) with the trained model's. ``method`` and
@@ -177,8 +222,15 @@ def cascading_randomisation(model: nn.Module, images: Tensor, method: str = "gra
     return _randomisation("cascading", model, images, method, layer, classes, layers, seed)
 
 
-def independent_randomisation(model: nn.Module, images: Tensor, method: str = "gradcam", layer: str | None = None,
-                              classes: object = None, layers: list[str] | None = None, seed: int = 0) -> SanityResult:
+def independent_randomisation(
+    model: nn.Module,
+    images: Tensor,
+    method: str = "gradcam",
+    layer: str | None = None,
+    classes: object = None,
+    layers: list[str] | None = None,
+    seed: int = 0,
+) -> SanityResult:
     """As :func:`cascading_randomisation`, but each step re-initialises one layer only (the
     others keep their trained values)."""
     return _randomisation("independent", model, images, method, layer, classes, layers, seed)
@@ -187,8 +239,13 @@ def independent_randomisation(model: nn.Module, images: Tensor, method: str = "g
 # --- data randomisation -----------------------------------------------------------------------
 
 
-def train_scene_model(images: Tensor, labels: Tensor, seed: int, epochs: int,
-                      widths: tuple[int, ...] = (16, 24, 32, 32)) -> nn.Module:
+def train_scene_model(
+    images: Tensor,
+    labels: Tensor,
+    seed: int,
+    epochs: int,
+    widths: tuple[int, ...] = (16, 24, 32, 32),
+) -> nn.Module:
     """A small CAM-ready CNN trained on ``images`` (the only place that depends on
     :mod:`camlib.enhance`'s training loop)."""
     from . import data, enhance
@@ -199,8 +256,14 @@ def train_scene_model(images: Tensor, labels: Tensor, seed: int, epochs: int,
     return enhance.train_classifier(model, images, labels, config)
 
 
-def data_randomisation(n_train: int = 1500, n_test: int = 64, epochs: int = 4, method: str = "cam",
-                       seed: int = 0, widths: tuple[int, ...] = (16, 24, 32, 32)) -> SanityResult:
+def data_randomisation(
+    n_train: int = 1500,
+    n_test: int = 64,
+    epochs: int = 4,
+    method: str = "cam",
+    seed: int = 0,
+    widths: tuple[int, ...] = (16, 24, 32, 32),
+) -> SanityResult:
     """Train one network on the synthetic scenes' true labels and one on shuffled labels (same
     images, same budget), and compare their maps of the true class on ``n_test`` new scenes.
     Both see the 32-pixel global view. ``extra`` holds each model's test accuracy and its
@@ -213,13 +276,23 @@ def data_randomisation(n_train: int = 1500, n_test: int = 64, epochs: int = 4, m
     train, test = slice(0, n_train), slice(n_train, None)
     labels = scenes.labels[train]
     shuffled = labels[torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))]
-    models = {"true labels": train_scene_model(views[train], labels, seed, epochs, widths),
-              "shuffled labels": train_scene_model(views[train], shuffled, seed, epochs, widths)}
+    models = {
+        "true labels": train_scene_model(views[train], labels, seed, epochs, widths),
+        "shuffled labels": train_scene_model(views[train], shuffled, seed, epochs, widths),
+    }
     extra = {}
-    for (name, model), fitted in zip(models.items(), (labels, shuffled)):
+    for (name, model), fitted in zip(models.items(), (labels, shuffled), strict=True):
         with torch.no_grad():
-            extra[name] = {"test accuracy": (model(views[test]).argmax(1) == scenes.labels[test]).float().mean().item(),
-                           "training accuracy": (model(views[train]).argmax(1) == fitted).float().mean().item()}
+            extra[name] = {
+                "test accuracy": (model(views[test]).argmax(1) == scenes.labels[test])
+                .float()
+                .mean()
+                .item(),
+                "training accuracy": (model(views[train]).argmax(1) == fitted)
+                .float()
+                .mean()
+                .item(),
+            }
     true_class = scenes.labels[test]
     original, _ = _maps(models["true labels"], views[test], method, None, true_class)
     maps, _ = _maps(models["shuffled labels"], views[test], method, None, true_class)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from camlib import explain, metrics
+from camlib import explain, metrics, road
 from tests.conftest import make_gapnet, random_images
 
 
@@ -226,12 +226,12 @@ def test_linear_imputation_is_exact_on_a_ramp_and_matches_the_road_authors_solve
     ramp = (0.3 * xs - 0.2 * ys + 1).expand(1, 3, 12, 12).double()
     removed = torch.zeros(1, 12, 12, dtype=torch.bool)
     removed[0, 3:8, 4:9] = True  # an interior hole: a linear function is its own neighbour mean
-    torch.testing.assert_close(metrics.linear_imputation(ramp, removed), ramp)
+    torch.testing.assert_close(road.linear_imputation(ramp, removed), ramp)
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(3, 3, 14, 11, generator=generator, dtype=torch.float64)
     removed = torch.rand(3, 14, 11, generator=generator) < torch.tensor([0.2, 0.6, 0.9]).view(3, 1, 1)
     removed[2, :, :5] = True  # a hole touching the border
-    ours = metrics.linear_imputation(images, removed)
+    ours = road.linear_imputation(images, removed)
     oracle = NoisyLinearImputer(noise=0.0)
     for i in range(3):
         theirs = oracle(images[i].float(), (~removed[i]).float())
@@ -248,7 +248,7 @@ def test_road_matches_pytorch_grad_cam_without_noise() -> None:
     # pytorch-grad-cam's percentile p keeps p% of the pixels (MoRF: the least relevant, LeRF:
     # the most relevant) and imputes the rest: our fraction removed is 1 - p / 100
     for order, metric, percentile in (("morf", ROADMostRelevantFirst, 70), ("lerf", ROADLeastRelevantFirst, 40)):
-        ours = metrics.road(model, images, maps, order=order, fractions=(1 - percentile / 100,), noise=0.0)
+        ours = road.road(model, images, maps, order=order, fractions=(1 - percentile / 100,), noise=0.0)
         before = model(images).softmax(1).gather(1, ours.classes[:, None])[:, 0]
         theirs = metric(percentile)
         theirs.perturbation.imputer.noise = 0.0
