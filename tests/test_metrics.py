@@ -255,3 +255,15 @@ def test_road_matches_pytorch_grad_cam_without_noise() -> None:
         targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in ours.classes]
         change = theirs(images, maps.numpy(), targets, model)  # P_c after minus P_c before
         np.testing.assert_allclose((ours.scores[:, 0] - before).detach().numpy(), change.ravel(), atol=1e-5)
+
+
+def test_a_deletion_curve_runs_as_batched_forwards() -> None:
+    """B = 5 images x (S + 1) = 9 steps = 45 perturbed images: 1 forward for P_c, then
+    ceil(45 / 20) = 3, not 45."""
+    model = make_gapnet(1)
+    images = random_images(2, batch=5, size=12)
+    sizes = []
+    handle = model.register_forward_pre_hook(lambda _m, inputs: sizes.append(inputs[0].shape[0]))
+    metrics.perturbation_curve(model, images, torch.rand(5, 12, 12), steps=8, max_batch=20)
+    handle.remove()
+    assert sizes == [5, 20, 20, 5]
