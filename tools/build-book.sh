@@ -5,7 +5,7 @@
 #
 # 1. creates/updates the virtual environment (tools/venv.sh; VENV=... to reuse one),
 # 2. fetches the self-hosted ipywidgets JavaScript (tools/fetch-widget-js.sh),
-# 3. runs a strict build: every warning is an error, notebooks are executed
+# 3. runs a strict build (CAM_BOOK_STATIC=1, see below): every warning is an error, notebooks are executed
 #    (results cached in _build/.jupyter_cache) and any cell error fails the build.
 # Needs Python 3.11 and Node.js/npm (for step 2) on PATH.
 set -euo pipefail
@@ -18,6 +18,12 @@ cd "$ROOT"
 
 bash "$ROOT/tools/fetch-widget-js.sh"
 
+# The chapters see this while executing: chapter 2's explorer then precomputes its views as
+# HTML that works without a kernel (camlib/static_explorer.py) instead of a live widget.
+export CAM_BOOK_STATIC=1
+# CAM_BOOK_REPO_URL (optional, see README): the book's public repository; unset, the pages have
+# no launch or repository buttons (book/_ext/cam_book_repo.py).
+echo "build-book: CAM_BOOK_REPO_URL=${CAM_BOOK_REPO_URL:-<unset: no launch or repository buttons>}"
 echo "build-book: jupyter-book build . -W -n --keep-going $*"
 if ! jupyter-book build . -W -n --keep-going "$@"; then
     echo "build-book: FAILED (warnings count as errors; see the log above)" >&2
