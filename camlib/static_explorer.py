@@ -190,8 +190,9 @@ def explorer(model: nn.Module, photos: Mapping[str, tuple[Tensor, Tensor]], laye
 _TEMPLATE = """<div id="{id}" class="cam-static-explorer" style="display:flex;flex-wrap:wrap;
 gap:16px;align-items:flex-start;font-size:0.9em;margin:0.5em 0">
 <style>#{id} label.cam-row{{display:flex;align-items:center;gap:6px;margin:4px 0}}
-#{id} label.cam-row>span{{width:64px;text-align:right}} #{id} select,#{id} input[type=text]{{width:220px}}
-#{id} .cam-note{{color:#666;font-size:0.85em;margin:0 0 6px 70px;max-width:230px}}
+#{id} label.cam-row>span{{width:72px;text-align:right;white-space:nowrap}}
+#{id} select,#{id} input[type=text]{{width:220px}}
+#{id} .cam-note{{color:#666;font-size:0.85em;margin:0 0 6px 78px;max-width:230px}}
 #{id} input:disabled{{background:#eee;cursor:not-allowed}}</style>
 <div class="cam-controls">
 <label class="cam-row"><span>photo</span><select data-role="photo">{photo_options}</select></label>
@@ -201,7 +202,7 @@ gap:16px;align-items:flex-start;font-size:0.9em;margin:0.5em 0">
  placeholder="needs a running kernel" title="needs a running kernel"></label>
 <div class="cam-note" data-role="note">Any class by name needs a running kernel: open this
  chapter as a notebook. Here: the top 3 classes, precomputed.</div>
-<div class="cam-row" data-role="methods" style="margin-left:70px">{method_buttons}</div>
+<div class="cam-row" data-role="methods" style="margin-left:78px">{method_buttons}</div>
 <label class="cam-row"><span>opacity</span><input type="range" data-role="opacity" min="0" max="1"
  step="0.05" value="0.5"></label>
 <label class="cam-row"><span></span><input type="checkbox" data-role="box"> Zhou box at

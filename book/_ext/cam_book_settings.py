@@ -53,8 +53,9 @@ def install_line(url: str) -> str:
 
 def apply_settings(app: Sphinx, config: Config) -> None:
     url = repository_url()
+    # pydata-sphinx-theme reads the colour mode from the template context, not the options
+    config.html_context = {"default_mode": "auto", **(config.html_context or {})}
     options = dict(config.html_theme_options or {})
-    options.setdefault("default_mode", "auto")
     launch = dict(options.get("launch_buttons") or {})
     if url:
         options["repository_url"] = url
