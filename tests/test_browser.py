@@ -126,3 +126,38 @@ def test_chapter_2_images_fit_the_page_weight_budget(built: Path) -> None:
              if not src.startswith("data:")}
     on_disk = sum((built / "notebooks" / src).resolve().stat().st_size for src in files)
     assert inline + on_disk <= IMAGE_BUDGET, (inline, on_disk)
+
+
+def test_the_widget_manager_renders_labelled_widgets(built: Path, harness: Path, tmp_path: Path) -> None:
+    """The self-hosted ipywidgets manager with the book's MathJax 3: widgets typeset their labels
+    with MathJax 2's Hub.Queue, which threw a TypeError per labelled widget until setup.js
+    (tools/fetch-widget-js.sh) bridged it."""
+    ipywidgets = pytest.importorskip("ipywidgets")
+    from ipywidgets.embed import embed_data
+
+    for folder in ("widgets", "mathjax"):
+        (tmp_path / folder).symlink_to(built / folder, target_is_directory=True)
+    shown = ipywidgets.VBox([ipywidgets.IntSlider(3, description="layer"),
+                             ipywidgets.Dropdown(options=["a", "b"], description="photo")])
+    data = embed_data(views=[shown])
+    (tmp_path / "index.html").write_text(f"""<!doctype html><html><head>
+<script defer src="mathjax/tex-mml-chtml.js"></script>
+<script src="widgets/require.js"></script><script src="widgets/setup.js"></script>
+<script src="widgets/embed-amd.js"></script></head><body><p>$x^2$</p>
+<script type="application/vnd.jupyter.widget-state+json">{json.dumps(data["manager_state"])}</script>
+<script type="application/vnd.jupyter.widget-view+json">{json.dumps(data["view_specs"][0])}</script>
+</body></html>""")
+    handler = functools.partial(QuietHandler, directory=str(tmp_path))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        done = subprocess.run(["node", str(harness / "check_pages.js"),
+                               f"http://127.0.0.1:{httpd.server_address[1]}/", "index.html"],
+                              cwd=harness, capture_output=True, text=True, timeout=300)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert done.returncode == 0, done.stderr[-3000:]
+    (report,) = json.loads(done.stdout)["reports"]
+    assert report["errors"] == [] and report["console"] == [], report
+    assert report["widgetLabels"] == ["layer", "photo"], report

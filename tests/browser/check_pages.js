@@ -9,6 +9,7 @@
 //   offsite   requests to any host other than the server's (blocked, and reported)
 //   failed    requests that failed or answered with status >= 400
 //   images    <img> elements that did not load (complete but naturalWidth 0)
+//   widgetLabels  the labels of the ipywidgets rendered by the embed manager, if any
 //   explorers for each static explorer (.cam-static-explorer): the shown photo, map and
 //             caption before and after choosing another photo, and whether "any class" is
 //             disabled
@@ -68,6 +69,7 @@ async function checkPage(browser, base, path) {
                      && i.getAttribute("src"))
       .map((i) => (i.getAttribute("src") || "").slice(0, 120)));
     report.explorers = await exploreStatic(page);
+    report.widgetLabels = await page.$$eval(".widget-label", (els) => els.map((e) => e.textContent));
   } catch (e) {
     report.errors.push(`navigation: ${e.message}`);
   }
