@@ -36,7 +36,7 @@ fi
 # HTML that works without a kernel (camlib/static_explorer.py) instead of a live widget.
 export CAM_BOOK_STATIC=1
 # CAM_BOOK_REPO_URL (optional, see README): the book's public repository; unset, the pages have
-# no launch or repository buttons (book/_ext/cam_book_repo.py).
+# no launch or repository buttons (book/_ext/cam_book_settings.py).
 echo "build-book: CAM_BOOK_REPO_URL=${CAM_BOOK_REPO_URL:-<unset: no launch or repository buttons>}"
 
 echo "build-book: jupyter-book build . -W -n --keep-going $*"
