@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds of part 1 (5 CPU, 20 CUDA)")
     parser.add_argument("--peer-batch", type=int, default=None, help="images given to the peers (default all; 16 on CUDA)")
-    parser.add_argument("--sweep", default="8,16,32,64", help="batch sizes tried for the Score-CAM floor")
+    parser.add_argument("--sweep", default=None,
+                        help="batch sizes tried for the Score-CAM floor (8,16,32,64; CUDA 32,...,256)")
+    parser.add_argument("--parts", default="1,2,3", help="which parts to run (part 1 always runs)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: batch 1, size 64, 1 round, sweep 8, no peers' Score-CAM")
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.size, args.rounds, args.batch, args.sweep = 64, 1, 1, "8"
     rounds = args.rounds or (20 if device.type == "cuda" else 5)
+    args.sweep = args.sweep or ("32,64,128,256" if device.type == "cuda" else "8,16,32,64")
     peer_batch = min(args.batch, args.peer_batch or (16 if device.type == "cuda" else args.batch))
     wall = time.perf_counter()
     glibc = Glibc()
@@ -142,23 +145,42 @@ def main(argv: list[str] | None = None) -> int:
         entry["x_plain_time"] = seconds / plain_s
         entry["x_plain_memory"] = entry["peak_mib"] * MIB / plain_peak if plain_peak > 0 else None
 
-    # 2. Ablation-CAM against pgc's.
-    print("part 2: Ablation-CAM", flush=True)
     import pytorch_grad_cam as pgc
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     xp, targets = x[:peer_batch], [ClassifierOutputTarget(int(c)) for c in top1[:peer_batch]]
+    parts = {int(p) for p in args.parts.split(",")}
+    ablation_speedup = None
+    if 2 in parts:
+        ablation_speedup = part2(model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc)
+    if 3 in parts:
+        score_entry = part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc)
+    summary = summarise(rows, names, ablation_speedup, score_entry if 3 in parts else None)
+    meta = meta_of(args, device, rounds, peer_batch, glibc_fixed, load, wall)
+    print()
+    print(markdown(meta, rows, summary))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"meta": meta, "results": rows, "summary": summary}, indent=2) + "\n")
+    return 0
+
+
+def part2(model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc) -> float:
+    """Ablation-CAM against pgc's; returns the speed-up per image."""
+    print("part 2: Ablation-CAM", flush=True)
     pgc_model = copy.deepcopy(model)
     ours_s, ours_peak, ours = measure(
         lambda: camlib.explain(model, x, method="ablationcam", layers="layer4", classes=top1), device, glibc)
-    row("2", "camlib ablationcam (again, beside pgc)", ours_s, ours_peak, args.batch)
+    row("2", "camlib ablationcam (again, beside pgc)", ours_s, ours_peak, x.shape[0])
     with pgc.AblationCAM(model=pgc_model, target_layers=[pgc_model.layer4]) as extractor:
         s, peak, theirs = measure(lambda: extractor(input_tensor=xp, targets=targets), device, glibc)
     entry = row("2", "pgc AblationCAM", s, peak, peer_batch)
     entry["agreement_r_min"] = pearson(ours.maps[:peer_batch, 0], torch.as_tensor(theirs))
-    ablation_speedup = entry["seconds_per_image"] / (ours_s / args.batch)
+    return entry["seconds_per_image"] / (ours_s / x.shape[0])
 
-    # 3. Score-CAM: floor, camlib, peers.
+
+def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc) -> dict:
+    """Score-CAM: the floor, camlib, the peers; returns camlib's row."""
     print("part 3: Score-CAM", flush=True)
     channels = 512
     forwards = args.batch * channels
@@ -211,22 +233,32 @@ def main(argv: list[str] | None = None) -> int:
         entry = row("3", f"torchcam ScoreCAM (batch_size {best})", s, peak, peer_batch)
         low = camlib.postprocess.normalize(ours.raw["layer4"][:peer_batch, 0].clamp_min(0))
         entry["agreement_r_min"] = pearson(low, theirs.detach())
+    return score_entry
 
-    by = {r["method"]: r for r in rows}
+
+def summarise(rows: list[dict], names: list[str], ablation_speedup, score_entry) -> dict:
+    by = {r["method"]: r for r in rows if r["part"] == "1"}
     summary = {
         "gradient methods, worst x plain forward": max(
             r["x_plain_time"] for r in rows if r["part"] == "1" and r["method"] not in (names[0], "camlib ablationcam")),
         "camlib ablationcam x plain forward": by["camlib ablationcam"]["x_plain_time"],
-        "Ablation-CAM speed-up over pgc (per image)": ablation_speedup,
-        "Score-CAM x floor": score_entry["x_floor"],
     }
+    if ablation_speedup is not None:
+        summary["Ablation-CAM speed-up over pgc (per image)"] = ablation_speedup
+    if score_entry is None:
+        return summary
+    summary["Score-CAM x floor"] = score_entry["x_floor"]
     peers = [r for r in rows if r["part"] == "3" and not r["method"].startswith(("camlib", "floor"))]
     if peers:
         fastest = min(p["seconds_per_image"] for p in peers)
         summary["Score-CAM time / fastest peer's (per image)"] = score_entry["seconds_per_image"] / fastest
         pgc_row = next(p for p in peers if p["method"].startswith("pgc"))
         summary["Score-CAM peak memory / pgc's (pgc on its images)"] = score_entry["peak_mib"] / pgc_row["peak_mib"]
-    meta = {
+    return summary
+
+
+def meta_of(args, device, rounds, peer_batch, glibc_fixed, load, wall) -> dict:
+    return {
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "device": device.type, "device_name": device_name(device), "threads": torch.get_num_threads(),
         "batch": args.batch, "peer_batch": peer_batch, "size": args.size, "rounds": rounds,
@@ -235,12 +267,6 @@ def main(argv: list[str] | None = None) -> int:
         "other_processes_cpu_share": load.share(), "versions": versions(),
         "total_seconds": time.perf_counter() - wall,
     }
-    print()
-    print(markdown(meta, rows, summary))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, "results": rows, "summary": summary}, indent=2) + "\n")
-    return 0
 
 
 def markdown(meta: dict, rows: list[dict], summary: dict) -> str:
