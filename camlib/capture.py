@@ -68,6 +68,7 @@ class ActivationRecorder:
         self.model = model
         self.layer_names = list(layer_names)
         self.outputs: dict[str, Tensor] = {}
+        self.calls: dict[str, int] = {}  # calls of each layer in the armed pass
         self.track_gradients = False
         self.armed = False
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -86,6 +87,7 @@ class ActivationRecorder:
         def hook(_module: nn.Module, _inputs: tuple, output: object) -> object:
             if not self.armed:
                 return None
+            self.calls[name] = self.calls.get(name, 0) + 1
             if not isinstance(output, Tensor) or output.ndim != 4:
                 got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
                 raise ValueError(
@@ -109,6 +111,7 @@ class ActivationRecorder:
         """Arm the hooks for one forward pass; grad mode and the outputs are reset afterwards."""
         grad_was_enabled = torch.is_grad_enabled()
         self.outputs = {}
+        self.calls = {}
         self.track_gradients = track_gradients
         self.armed = True
         torch.set_grad_enabled(False)
@@ -118,6 +121,79 @@ class ActivationRecorder:
             self.armed = False
             self.outputs = {}
             torch.set_grad_enabled(grad_was_enabled)
+
+
+class LayerSwap:
+    """The network from one layer onward: logits for replacement outputs of that layer.
+
+    ``swap(variants)`` with variants [B, n, K, h, w] returns logits [B, n, num_classes]. One pass
+    replaces the layer's output (at its ``call``-th call, the one that was recorded) by the
+    B x (n + 1) outputs: the recorded one first, then the variants. The layers before it run
+    on an empty batch, so they cost nothing: the price is the network from the layer onward.
+    The recorded output must reproduce the recorded logits. If it does not, or the pass fails
+    (a skip connection from below the layer meets the larger batch), every pass from then on
+    runs the whole network on the images repeated n + 1 times, ``max_rows`` rows at a time,
+    and ``mode`` becomes ``"full"``; if even that does not reproduce the logits, a ValueError.
+    """
+
+    def __init__(self, model: nn.Module, layer: str, call: int, images: Tensor, activations: Tensor,
+                 logits: Tensor, to_logits, max_rows: int = 64) -> None:
+        self.model, self.layer, self.call = model, layer, call
+        self.module = dict(model.named_modules())[layer]
+        self.images, self.activations, self.logits = images, activations, logits
+        self.to_logits = to_logits
+        self.max_rows = max_rows
+        self.mode = "tail"
+        self.passes = 0
+
+    def __call__(self, variants: Tensor) -> Tensor:
+        batch, n = variants.shape[:2]
+        if self.mode == "tail":
+            try:
+                logits = self._run(self.images[:0], variants)
+                if logits is not None:
+                    return logits
+            except (RuntimeError, ValueError, IndexError, TypeError):
+                pass
+            self.mode = "full"
+        step = max(1, self.max_rows // batch - 1)
+        parts = []
+        for start in range(0, n, step):
+            part = variants[:, start : start + step]
+            logits = self._run(self.images.repeat_interleave(part.shape[1] + 1, dim=0), part)
+            if logits is None:
+                raise ValueError(
+                    f"layer {self.layer!r}: rerunning the network with this layer's output replaced "
+                    "does not reproduce the model's logits, so its channels cannot be ablated"
+                )
+            parts.append(logits)
+        return torch.cat(parts, dim=1)
+
+    def _run(self, inputs: Tensor, variants: Tensor) -> Tensor | None:
+        """Logits [B, n, classes] of one pass, or None if the recorded output does not reproduce them."""
+        batch, n = variants.shape[:2]
+        rows = torch.cat([self.activations[:, None], variants], dim=1).flatten(0, 1)
+        seen = [0]
+
+        def replace(_module: nn.Module, _inputs: tuple, _output: object) -> object:
+            seen[0] += 1
+            return rows if seen[0] == self.call else None
+
+        handle = self.module.register_forward_hook(replace)
+        try:
+            with model_state_preserved(self.model), torch.no_grad():
+                logits = self.to_logits(self.model(inputs))
+        finally:
+            handle.remove()
+        self.passes += 1
+        if seen[0] < self.call or logits.shape[0] != rows.shape[0]:
+            return None
+        logits = logits.reshape(batch, n + 1, -1)
+        reference = self.logits.detach()
+        scale = reference.abs().amax().clamp_min(1.0)
+        if not bool((logits[:, 0] - reference).abs().amax() <= 1e-3 * scale):
+            return None
+        return logits[:, 1:]
 
 
 @contextmanager

@@ -9,7 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from . import checks
-from .capture import ActivationRecorder, find_feature_layer, model_state_preserved, resolve_layers
+from .capture import (
+    ActivationRecorder, LayerSwap, find_feature_layer, model_state_preserved, resolve_layers,
+)
 from .methods import LinearHead, Method, MethodInputs, get_method
 from .postprocess import to_image_maps, zhou_boxes
 
@@ -52,6 +54,8 @@ class Capture:
     logits: Tensor
     activations: dict[str, Tensor]
     _cached: tuple[Tensor, dict[str, Tensor]] | None = field(default=None, repr=False)
+    images: Tensor | None = field(default=None, repr=False)  # the input, for perturbation methods
+    calls: dict[str, int] = field(default_factory=dict)  # which call of each layer was recorded
 
     @property
     def layers(self) -> list[str]:
@@ -116,15 +120,25 @@ class Explainer:
     ...     exp = explainer(images, topk=3)
 
     Called outside a ``with`` block, it attaches its hooks for that call only.
+
+    ``batch_size`` and ``progress`` concern the methods that run the network again (Score-CAM:
+    masked images per forward pass; Ablation-CAM: ablated channels per pass), and whether they
+    show a progress bar.
     """
 
     def __init__(
-        self, model: nn.Module, method: str = "cam", layers: str | Sequence[str] | None = None
+        self, model: nn.Module, method: str = "cam", layers: str | Sequence[str] | None = None,
+        batch_size: int | None = None, progress: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ValueError(f"batch_size: expected None or a positive int, got {batch_size!r}")
         self.model = model
         self.method: Method = get_method(method)
+        self.batch_size = batch_size
+        self.progress = bool(progress)
         self.layers: list[str] | None = None if layers is None else resolve_layers(model, layers)
         self._recorder: ActivationRecorder | None = None
         self._heads: dict[str, LinearHead] = {}
@@ -173,7 +187,8 @@ class Explainer:
                 missing = [name for name in recorder.layer_names if name not in activations]
                 if missing:
                     raise ValueError(f"layers {missing} did not run in the forward pass")
-                return Capture(logits, {name: activations[name] for name in recorder.layer_names})
+                recorded = {name: activations[name] for name in recorder.layer_names}
+                return Capture(logits, recorded, images=images, calls=dict(recorder.calls))
             finally:
                 if not self._inside_block:
                     self.close()
@@ -182,14 +197,32 @@ class Explainer:
         """Raw maps [B, T, h, w] of ``layer`` for ``classes`` [B, K] from a capture."""
         method = method or self.method
         activations = capture.activations[layer]
+        logits = capture.logits.detach()
+        if (method.needs_forward or method.needs_tail) and capture.images is None:
+            raise ValueError(f"method {method.name!r} reruns the network: the capture must hold the images")
+        tail = None
+        if method.needs_tail:
+            tail = LayerSwap(self.model, layer, capture.calls.get(layer, 1), capture.images,
+                             activations.detach(), logits, logits_of)
         return method.compute(
             MethodInputs(
                 activations=activations.detach(),
                 classes=classes,
                 gradients=capture.gradients(classes)[layer] if method.needs_gradients else None,
                 head=self._head(layer, activations, capture.logits) if method.needs_head else None,
+                logits=logits,
+                images=capture.images if method.needs_forward else None,
+                forward=self._forward if method.needs_forward else None,
+                tail=tail,
+                batch_size=self.batch_size,
+                progress=self.progress,
             )
         )
+
+    def _forward(self, images: Tensor) -> Tensor:
+        """Logits of a plain forward pass in eval mode, without a graph (hooks left disarmed)."""
+        with model_state_preserved(self.model), torch.no_grad():
+            return logits_of(self.model(images)).detach()
 
     def _attached_recorder(self, images: Tensor) -> ActivationRecorder:
         if self._recorder is None:
@@ -249,6 +282,9 @@ def explain(
     layers: str | Sequence[str] | None = None,
     classes: object = None,
     topk: int = 1,
+    batch_size: int | None = None,
+    progress: bool = False,
 ) -> Explanation:
     """One-shot :class:`Explainer` call: hooks are attached and removed within it."""
-    return Explainer(model, method=method, layers=layers)(images, classes=classes, topk=topk)
+    explainer = Explainer(model, method=method, layers=layers, batch_size=batch_size, progress=progress)
+    return explainer(images, classes=classes, topk=topk)

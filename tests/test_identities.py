@@ -141,3 +141,49 @@ def test_integer_class_and_one_dimensional_classes() -> None:
     by_row = camlib.explain(net, images, classes=torch.tensor([2, 2, 2]))
     assert by_int.classes.tolist() == [[2], [2], [2]]
     torch.testing.assert_close(by_int.raw["features"], by_row.raw["features"])
+
+
+# The gradient family on a GAP + linear head, where d S_c / d f_k(x, y) = w_ck / (h w) everywhere.
+
+
+@pytest.mark.parametrize("seed", [10, 11, 12])
+def test_gradcam_hirescam_xgradcam_are_cam_over_positions(seed: int, device: torch.device) -> None:
+    net = make_gapnet(seed, device, channels=6 + seed % 3, num_classes=4)
+    images = random_images(seed, batch=3, size=12, device=device)
+    cam = camlib.explain(net, images, method="cam", topk=3).raw["features"]
+    h, w = cam.shape[-2:]
+    for method in ("gradcam", "hirescam", "xgradcam"):
+        got = camlib.explain(net, images, method=method, topk=3).raw["features"]
+        torch.testing.assert_close(got * (h * w), cam, rtol=1e-4, atol=1e-5, msg=method)
+
+
+def test_hirescam_sums_to_the_logit_minus_bias_on_pretrained_lite0(lite0, photos) -> None:
+    _, inputs = photos
+    exp = camlib.explain(lite0, inputs, method="hirescam", topk=2)
+    expected = exp.logits.gather(1, exp.classes) - lite0.classifier.bias.detach()[exp.classes]
+    got = exp.raw["head"].sum(dim=(-2, -1))
+    assert ((got - expected).abs() <= 1e-4 * expected.abs().clamp_min(1)).all()
+
+
+@pytest.mark.parametrize("seed", [13, 14])
+def test_layercam_gradcampp_ablationcam_closed_forms_for_a_linear_head(seed: int, device: torch.device) -> None:
+    net = make_gapnet(seed, device)
+    images = random_images(seed, batch=2, size=12, device=device)
+    exp = camlib.explain(net, images, method="cam", topk=2)
+    f = net.features(images).detach()  # [B, K, h, w]
+    hw = f.shape[-2] * f.shape[-1]
+    weight = net.fc.weight.detach()[exp.classes]  # [B, T, K]
+    mean = f.mean(dim=(-2, -1))[:, None, :]  # [B, 1, K]
+    score = exp.logits.gather(1, exp.classes)[..., None]  # [B, T, 1]
+    closed_forms = {
+        # relu(w / hw) f: CAM with only the positive weights, over h w
+        "layercam": weight.clamp_min(0) / hw,
+        # g = w / hw: alpha = 1 / (2 + sum(f) w / hw), weight = hw alpha relu(w / hw)
+        "gradcampp": weight.clamp_min(0) / (2 + mean * weight),
+        # zeroing f_k lowers S_c by w_ck mean(f_k)
+        "ablationcam": weight * mean / score,
+    }
+    for method, channel_weights in closed_forms.items():
+        expected = torch.einsum("bkhw,btk->bthw", f, channel_weights)
+        got = camlib.explain(net, images, method=method, classes=exp.classes).raw["features"]
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=method)

@@ -1,0 +1,74 @@
+"""Methods that run the network again on changed inputs or changed layer outputs.
+
+Score-CAM masks the input with each channel and reruns the whole network; Ablation-CAM zeroes
+each channel and reruns the network from the layer onward only (see
+:class:`camlib.capture.LayerSwap`). Both apply per layer: asking for several layers multiplies
+their cost by the number of layers.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .methods import MethodInputs, register
+from .postprocess import normalize, upsample
+
+SCORE_BATCH = 32  # masked images per forward pass unless batch_size says otherwise
+ABLATION_BYTES = 256 * 2**20  # ablated layer outputs per pass unless batch_size says otherwise
+
+
+@register("scorecam", needs_forward=True)
+def scorecam(inputs: MethodInputs) -> Tensor:
+    """Score-CAM, Wang et al. (2020): a channel's weight is how much the class likes what it shows.
+
+    ``H_k = minmax(upsample(f_k))`` masks the image ``X``; ``w^c = softmax_k(S_c(X * H_k))``
+    (softmax over the K channels) and ``M_c = sum_k w_k^c f_k``. That is K forward passes per
+    image, run ``batch_size`` masked images at a time, so the B x K masked images never exist
+    at once. A constant channel gives an all-zero mask, hence the same all-zero image for every
+    such channel of every image: it is scored once.
+    """
+    assert inputs.images is not None and inputs.forward is not None and inputs.logits is not None
+    f, images, classes = inputs.activations, inputs.images, inputs.classes
+    flat = f.flatten(2)
+    constant = flat.amax(2) == flat.amin(2)  # [B, K]
+    scores = inputs.logits.new_zeros(*f.shape[:2], classes.shape[1])  # [B, K, T]
+    if bool(constant.any()):
+        zero_logits = inputs.forward(torch.zeros_like(images[:1]))[0]  # [num_classes]
+        scores = torch.where(constant[..., None], zero_logits[classes][:, None, :], scores)
+    pairs = (~constant).nonzero()  # [N, 2]: (image, channel) pairs that need a forward pass
+    batch = inputs.batch_size or SCORE_BATCH
+    for start in tqdm(range(0, pairs.shape[0], batch), desc="Score-CAM", disable=not inputs.progress):
+        b, k = pairs[start : start + batch].unbind(1)
+        masks = normalize(upsample(f[b, k], tuple(images.shape[-2:])))  # [n, H, W]
+        logits = inputs.forward(images[b] * masks[:, None].to(images.dtype))
+        scores[b, k] = logits.gather(1, classes[b]).to(scores.dtype)
+    weights = scores.softmax(dim=1)  # over channels
+    return torch.einsum("bkhw,bkt->bthw", f, weights.to(f.dtype))
+
+
+@register("ablationcam", needs_tail=True)
+def ablationcam(inputs: MethodInputs) -> Tensor:
+    """Ablation-CAM, Desai & Ramaswamy (2020): ``w_k^c = (S_c - S_c^{(k)}) / S_c``, ``M_c = sum_k w_k^c f_k``.
+
+    ``S_c^{(k)}`` is the class score with channel ``k`` of the layer set to zero. The network runs
+    from the layer onward on ``batch_size`` ablated copies per image at a time (by default as
+    many as fit in 256 MiB). Where ``S_c = 0`` the weights are set to 0.
+    """
+    assert inputs.tail is not None and inputs.logits is not None
+    f, classes = inputs.activations, inputs.classes
+    batch_size, channels = f.shape[:2]
+    per_channel = f[0].numel() * f.element_size() * batch_size
+    step = inputs.batch_size or max(1, ABLATION_BYTES // per_channel)
+    ablated = []
+    for start in tqdm(range(0, channels, step), desc="Ablation-CAM", disable=not inputs.progress):
+        chosen = torch.arange(start, min(start + step, channels), device=f.device)
+        variants = f[:, None].repeat(1, chosen.numel(), 1, 1, 1)  # [B, n, K, h, w]
+        variants[:, torch.arange(chosen.numel(), device=f.device), chosen] = 0
+        logits = inputs.tail(variants)  # [B, n, num_classes]
+        ablated.append(logits.gather(2, classes[:, None, :].expand(-1, chosen.numel(), -1)))
+    ablated_scores = torch.cat(ablated, dim=1)  # [B, K, T]
+    score = inputs.logits.gather(1, classes)[:, None, :]  # [B, 1, T]
+    safe = torch.where(score != 0, score, torch.ones_like(score))
+    weights = torch.where(score != 0, (score - ablated_scores) / safe, 0.0)
+    return torch.einsum("bkhw,bkt->bthw", f, weights.to(f.dtype))
