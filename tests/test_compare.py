@@ -1,4 +1,5 @@
-"""camlib.compare: the helpers behind Chapter 5, against hand computations and identities."""
+"""camlib.compare and camlib.family: the helpers behind Chapter 5, against hand computations
+and identities."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from camlib import compare, data, explain
+from camlib import compare, data, explain, family
 
 
 def tiny_gap_net(channels: int = 6, classes: int = 3) -> nn.Sequential:
@@ -36,7 +37,7 @@ def test_mass_on_upsamples_coarse_maps_to_the_mask() -> None:
 def test_instance_pairs_put_two_scenes_of_one_class_side_by_side() -> None:
     scenes = data.make_scenes(16, seed=3)
     labels = scenes.labels // 2
-    pairs, classes, masks = compare.instance_pairs(scenes, labels, 4)
+    pairs, classes, masks = family.instance_pairs(scenes, labels, 4)
     count = pairs.shape[0]
     assert 1 <= count <= 4 and pairs.shape[1:] == (3, 32, 64) and masks.shape == (count, 2, 128, 256)
     assert not masks[:, 0, :, 128:].any() and not masks[:, 1, :, :128].any()
@@ -79,7 +80,7 @@ def test_ranks_average_the_places_over_metrics() -> None:
 def test_network_rows_counts_the_passes_each_method_needs(method: str, full: int, at_least: int) -> None:
     net = tiny_gap_net(channels=6)
     images = torch.rand(2, 3, 8, 8) + 0.1  # no channel of the conv output is constant
-    cost, exp = compare.network_rows(net, net[3], images, method, "0")
+    cost, exp = family.network_rows(net, net[3], images, method, "0")
     assert cost["full"] == full
     assert cost["evaluations"] >= at_least and cost["seconds"] > 0
     assert exp.maps.shape == (2, 1, 8, 8)
@@ -88,7 +89,7 @@ def test_network_rows_counts_the_passes_each_method_needs(method: str, full: int
 def test_flatten_head_maps_differ_and_hirescam_adds_up_to_the_score() -> None:
     torch.manual_seed(1)
     features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
-    head = compare.FlattenHead(features, (4, 6, 6), 3).eval()
+    head = family.FlattenHead(features, (4, 6, 6), 3).eval()
     images = torch.rand(5, 3, 6, 6)
     classes = torch.tensor([0, 1, 2, 1, 0])
     with pytest.raises(ValueError, match="global average pooling"):
@@ -108,7 +109,7 @@ def test_flatten_head_maps_differ_and_hirescam_adds_up_to_the_score() -> None:
 
 def test_cost_markdown_fills_estimates_for_methods_not_run() -> None:
     costs = {m: {"full": 1.0, "evaluations": 1.0, "seconds": 0.2} for m in compare.FAMILY if m != "scorecam"}
-    text = compare.cost_markdown({"photos": (costs, 0.1)}, {"photos": {"scorecam": ("1281", "about 1280x")}})
+    text = family.cost_markdown({"photos": (costs, 0.1)}, {"photos": {"scorecam": ("1281", "about 1280x")}})
     rows = {line.split(" | ")[0]: line for line in text.splitlines()[2:]}
     assert rows["| CAM"] == "| CAM | 1 (1 whole) | 2.0x |"
     assert rows["| Score-CAM"] == "| Score-CAM | 1281 | about 1280x |"
