@@ -163,14 +163,15 @@ class LayerSwap:
             logits = self._run(self.images.repeat_interleave(part.shape[1] + 1, dim=0), part)
             if logits is None:
                 raise ValueError(
-                    f"layer {self.layer!r}: rerunning the network with this layer's output replaced "
-                    "does not reproduce the model's logits, so its channels cannot be ablated"
+                    f"layer {self.layer!r}: rerunning the network with this layer's output "
+                    "replaced does not reproduce the model's logits, so its channels cannot be "
+                    "ablated"
                 )
             parts.append(logits)
         return torch.cat(parts, dim=1)
 
     def _run(self, inputs: Tensor, variants: Tensor) -> Tensor | None:
-        """Logits [B, n, classes] of one pass, or None if the recorded output does not reproduce them."""
+        """Logits [B, n, classes] of one pass; None if the recorded output misses the logits."""
         batch, n = variants.shape[:2]
         rows = torch.cat([self.activations[:, None], variants], dim=1).flatten(0, 1)
         seen = [0]

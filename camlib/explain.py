@@ -132,8 +132,9 @@ class Explainer:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
             raise ValueError(f"batch_size: expected None or a positive int, got {batch_size!r}")
         self.model = model
         self.method: Method = get_method(method)
@@ -199,7 +200,9 @@ class Explainer:
         activations = capture.activations[layer]
         logits = capture.logits.detach()
         if (method.needs_forward or method.needs_tail) and capture.images is None:
-            raise ValueError(f"method {method.name!r} reruns the network: the capture must hold the images")
+            raise ValueError(
+                f"method {method.name!r} reruns the network: the capture must hold the images"
+            )
         tail = None
         if method.needs_tail:
             tail = LayerSwap(self.model, layer, capture.calls.get(layer, 1), capture.images,
@@ -286,5 +289,7 @@ def explain(
     progress: bool = False,
 ) -> Explanation:
     """One-shot :class:`Explainer` call: hooks are attached and removed within it."""
-    explainer = Explainer(model, method=method, layers=layers, batch_size=batch_size, progress=progress)
+    explainer = Explainer(
+        model, method=method, layers=layers, batch_size=batch_size, progress=progress
+    )
     return explainer(images, classes=classes, topk=topk)

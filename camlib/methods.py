@@ -6,7 +6,8 @@ the registry, CAM and the gradient family; :mod:`camlib.perturbation` holds the 
 the network again (Score-CAM, Ablation-CAM).
 
 Notation: ``f_k`` the K feature maps of the layer (``activations`` [B, K, h, w]); ``S_c`` the logit
-of class ``c``; ``g_k = d S_c / d f_k`` its gradient (``gradients`` [B, T, K, h, w]); ``M_c`` the map.
+of class ``c``; ``g_k = d S_c / d f_k`` its gradient (``gradients`` [B, T, K, h, w]); ``M_c``
+the map.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class LinearHead:
 
 @dataclass(frozen=True)
 class MethodInputs:
-    """What a method may use. Optional fields are filled only for methods registered as needing them."""
+    """What a method may use; optional fields are filled for methods registered as needing them."""
 
     activations: Tensor  # [B, K, h, w]: the layer's K feature maps f_k
     classes: Tensor  # [B, T]: T classes c per image
@@ -76,7 +77,9 @@ def register(
     """Decorator that adds a method to :data:`METHODS` under ``name``."""
 
     def add(compute: Callable[[MethodInputs], Tensor]) -> Callable[[MethodInputs], Tensor]:
-        METHODS[name] = Method(name, compute, needs_gradients, needs_head, needs_forward, needs_tail)
+        METHODS[name] = Method(
+            name, compute, needs_gradients, needs_head, needs_forward, needs_tail
+        )
         return compute
 
     return add
@@ -89,7 +92,7 @@ def get_method(name: object) -> Method:
 
 
 def weighted_sum(activations: Tensor, channel_weights: Tensor) -> Tensor:
-    """``M_c = sum_k w_k^c f_k``: activations [B, K, h, w], weights [B, T, K] -> maps [B, T, h, w]."""
+    """``M_c = sum_k w_k^c f_k``: activations [B, K, h, w], weights [B, T, K] -> [B, T, h, w]."""
     return torch.einsum("bkhw,btk->bthw", activations, channel_weights)
 
 
@@ -141,10 +144,10 @@ def gradcampp(inputs: MethodInputs) -> Tensor:
 
 @register("xgradcam", needs_gradients=True)
 def xgradcam(inputs: MethodInputs) -> Tensor:
-    """XGrad-CAM, Fu et al. (2020): ``w_k^c = sum_{x,y} f_k g_k / sum_{x,y} f_k``, ``M_c = sum_k w_k^c f_k``.
+    """XGrad-CAM, Fu et al. (2020): ``w_k^c = sum_{x,y} f_k g_k / sum_{x,y} f_k``.
 
-    A channel whose activations sum to 0 gets weight 0. For a GAP + linear head ``g_k = w_k^c / (h w)``
-    everywhere, so XGrad-CAM = Grad-CAM = CAM / (h w).
+    ``M_c = sum_k w_k^c f_k``; a channel whose activations sum to 0 gets weight 0. For a GAP +
+    linear head ``g_k = w_k^c / (h w)`` everywhere, so XGrad-CAM = Grad-CAM = CAM / (h w).
     """
     assert inputs.gradients is not None
     f = inputs.activations
@@ -157,7 +160,7 @@ def xgradcam(inputs: MethodInputs) -> Tensor:
 
 @register("layercam", needs_gradients=True)
 def layercam(inputs: MethodInputs) -> Tensor:
-    """LayerCAM, Jiang et al. (2021): each position weighs itself, ``M_c = sum_k relu(g_k) * f_k``."""
+    """LayerCAM, Jiang et al. (2021): each position weighs itself, ``M_c = sum_k relu(g_k) f_k``."""
     assert inputs.gradients is not None
     return torch.einsum("bkhw,btkhw->bthw", inputs.activations, inputs.gradients.clamp_min(0))
 
@@ -190,7 +193,7 @@ def first_component(activations: Tensor, centre: bool = False) -> Tensor:
 
 @register("eigencam")
 def eigencam(inputs: MethodInputs) -> Tensor:
-    """Eigen-CAM, Muhammad & Yeasin (2020): the activations projected on their first principal component.
+    """Eigen-CAM, Muhammad & Yeasin (2020): activations projected on their first component.
 
     ``M = X v_1`` where ``X`` is the [h w, K] matrix of ``f`` and ``v_1`` its first right singular
     vector, as in the paper (not centred; pytorch-grad-cam centres ``X`` first). An SVD fixes

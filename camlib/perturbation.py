@@ -38,7 +38,8 @@ def scorecam(inputs: MethodInputs) -> Tensor:
         scores = torch.where(constant[..., None], zero_logits[classes][:, None, :], scores)
     pairs = (~constant).nonzero()  # [N, 2]: (image, channel) pairs that need a forward pass
     batch = inputs.batch_size or SCORE_BATCH
-    for start in tqdm(range(0, pairs.shape[0], batch), desc="Score-CAM", disable=not inputs.progress):
+    chunks = range(0, pairs.shape[0], batch)
+    for start in tqdm(chunks, desc="Score-CAM", disable=not inputs.progress):
         b, k = pairs[start : start + batch].unbind(1)
         masks = normalize(upsample(f[b, k], tuple(images.shape[-2:])))  # [n, H, W]
         logits = inputs.forward(images[b] * masks[:, None].to(images.dtype))
@@ -49,11 +50,11 @@ def scorecam(inputs: MethodInputs) -> Tensor:
 
 @register("ablationcam", needs_tail=True)
 def ablationcam(inputs: MethodInputs) -> Tensor:
-    """Ablation-CAM, Desai & Ramaswamy (2020): ``w_k^c = (S_c - S_c^{(k)}) / S_c``, ``M_c = sum_k w_k^c f_k``.
+    """Ablation-CAM, Desai & Ramaswamy (2020): ``w_k^c = (S_c - S_c^{(k)}) / S_c``.
 
-    ``S_c^{(k)}`` is the class score with channel ``k`` of the layer set to zero. The network runs
-    from the layer onward on ``batch_size`` ablated copies per image at a time (by default as
-    many as fit in 256 MiB). Where ``S_c = 0`` the weights are set to 0.
+    ``M_c = sum_k w_k^c f_k``; ``S_c^{(k)}`` is the class score with channel ``k`` of the layer
+    set to zero. The network runs from the layer onward on ``batch_size`` ablated copies per
+    image at a time (by default as many as fit in 256 MiB). Where ``S_c = 0`` the weights are 0.
     """
     assert inputs.tail is not None and inputs.logits is not None
     f, classes = inputs.activations, inputs.classes

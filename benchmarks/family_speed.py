@@ -1,0 +1,301 @@
+"""The CAM family side by side with pytorch-grad-cam (pgc) and torchcam: time and peak memory.
+
+    python benchmarks/family_speed.py [--device cpu|cuda] [--batch 2] [--size 224] [--rounds N]
+                                      [--peer-batch N] [--json PATH] [--quick]
+
+ResNet-18 (torchvision, random seeded weights, eval), layer4, top-1 class of each image, in one
+process. Three parts:
+
+1. Gradient methods, Eigen-CAM and Ablation-CAM of camlib against a plain forward pass:
+   interleaved rounds (rotating start), median time.
+2. Ablation-CAM against pgc's AblationCAM (one call each: pgc's takes about a minute on CPU).
+3. Score-CAM against pgc's and torchcam's ScoreCAM and against the floor: the B x K masked
+   forward passes alone (random inputs of the same shape), at the best batch size of a sweep.
+
+Peers run on the first ``--peer-batch`` images (default: all on CPU, 16 on CUDA) and their times
+are scaled per image, which is said in the output. Peak memory: on CUDA max_memory_allocated
+during the call minus memory_allocated before; on CPU peak RSS during the call minus RSS before
+(sampled by a thread; glibc's mmap threshold fixed for the whole run so freed memory leaves RSS).
+Always exits 0: targets are reported, never enforced.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as _dt
+import gc
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+ROOT = Path(__file__).resolve().parents[1]
+for path in (ROOT, ROOT / "benchmarks"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import camlib  # noqa: E402
+from speed_memory import Glibc, OtherLoad, RssSampler, device_name, versions  # noqa: E402
+
+MIB = 1024.0 * 1024.0
+QUICK_METHODS = ["gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "eigencam", "ablationcam"]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(call, device: torch.device, glibc: Glibc) -> tuple[float, float, object]:
+    """(seconds, peak bytes above the start, result) of one call."""
+    gc.collect()
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        start = time.perf_counter()
+        result = call()
+        sync(device)
+        elapsed = time.perf_counter() - start
+        return elapsed, float(torch.cuda.max_memory_allocated(device) - before), result
+    glibc.trim()
+    with RssSampler() as sampler:
+        start = time.perf_counter()
+        result = call()
+        elapsed = time.perf_counter() - start
+    return elapsed, float(sampler.peak - sampler.baseline), result
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.flatten(1).double().cpu(), b.flatten(1).double().cpu()
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).min())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds of part 1 (5 CPU, 20 CUDA)")
+    parser.add_argument("--peer-batch", type=int, default=None, help="images given to the peers (default all; 16 on CUDA)")
+    parser.add_argument("--sweep", default=None,
+                        help="batch sizes tried for the Score-CAM floor (8,16,32,64; CUDA 32,...,256)")
+    parser.add_argument("--parts", default="1,2,3", help="which parts to run (part 1 always runs)")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: batch 1, size 64, 1 round, sweep 8, no peers' Score-CAM")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+    device = torch.device(args.device)
+    if args.quick:
+        args.size, args.rounds, args.batch, args.sweep = 64, 1, 1, "8"
+    rounds = args.rounds or (20 if device.type == "cuda" else 5)
+    args.sweep = args.sweep or ("32,64,128,256" if device.type == "cuda" else "8,16,32,64")
+    peer_batch = min(args.batch, args.peer_batch or (16 if device.type == "cuda" else args.batch))
+    wall = time.perf_counter()
+    glibc = Glibc()
+    glibc_fixed = device.type == "cpu" and glibc.fix_mmap_threshold()
+    load = OtherLoad()
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval().to(device)
+    x = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        top1 = model(x).argmax(1)
+    rows: list[dict] = []
+
+    def row(part: str, name: str, seconds: float, peak: float, images: int, **extra) -> dict:
+        entry = {"part": part, "method": name, "seconds": seconds, "images": images,
+                 "seconds_per_image": seconds / images, "peak_mib": peak / MIB, **extra}
+        rows.append(entry)
+        print(f"  {name}: {seconds:.3f} s for {images} images, peak {peak / MIB:.1f} MiB", flush=True)
+        return entry
+
+    # 1. camlib's family against a plain forward, interleaved.
+    print("part 1: camlib against a plain forward", flush=True)
+
+    def plain():
+        with torch.no_grad():
+            return model(x)
+
+    calls = {"plain forward (no_grad)": plain}
+    for method in QUICK_METHODS:
+        calls[f"camlib {method}"] = (lambda m=method: camlib.explain(model, x, method=m, layers="layer4", classes=top1))
+    times = {name: [] for name in calls}
+    peaks = {name: [] for name in calls}
+    names = list(calls)
+    for name in names:  # warm-up
+        calls[name]()
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            seconds, peak, _ = measure(calls[name], device, glibc)
+            times[name].append(seconds)
+            peaks[name].append(peak)
+    plain_s = statistics.median(times[names[0]])
+    plain_peak = statistics.median(peaks[names[0]])
+    for name in names:
+        seconds = statistics.median(times[name])
+        entry = row("1", name, seconds, statistics.median(peaks[name]), args.batch)
+        entry["x_plain_time"] = seconds / plain_s
+        entry["x_plain_memory"] = entry["peak_mib"] * MIB / plain_peak if plain_peak > 0 else None
+
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    xp, targets = x[:peer_batch], [ClassifierOutputTarget(int(c)) for c in top1[:peer_batch]]
+    parts = {int(p) for p in args.parts.split(",")}
+    ablation_speedup = None
+    if 2 in parts:
+        ablation_speedup = part2(model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc)
+    if 3 in parts:
+        score_entry = part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc)
+    summary = summarise(rows, names, ablation_speedup, score_entry if 3 in parts else None)
+    meta = meta_of(args, device, rounds, peer_batch, glibc_fixed, load, wall)
+    print()
+    print(markdown(meta, rows, summary))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"meta": meta, "results": rows, "summary": summary}, indent=2) + "\n")
+    return 0
+
+
+def part2(model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc) -> float:
+    """Ablation-CAM against pgc's; returns the speed-up per image."""
+    print("part 2: Ablation-CAM", flush=True)
+    pgc_model = copy.deepcopy(model)
+    ours_s, ours_peak, ours = measure(
+        lambda: camlib.explain(model, x, method="ablationcam", layers="layer4", classes=top1), device, glibc)
+    row("2", "camlib ablationcam (again, beside pgc)", ours_s, ours_peak, x.shape[0])
+    with pgc.AblationCAM(model=pgc_model, target_layers=[pgc_model.layer4]) as extractor:
+        s, peak, theirs = measure(lambda: extractor(input_tensor=xp, targets=targets), device, glibc)
+    entry = row("2", "pgc AblationCAM", s, peak, peer_batch)
+    entry["agreement_r_min"] = pearson(ours.maps[:peer_batch, 0], torch.as_tensor(theirs))
+    return entry["seconds_per_image"] / (ours_s / x.shape[0])
+
+
+def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc) -> dict:
+    """Score-CAM: the floor, camlib, the peers; returns camlib's row."""
+    print("part 3: Score-CAM", flush=True)
+    channels = 512
+    forwards = args.batch * channels
+    sweep = [int(v) for v in args.sweep.split(",")]
+    best, best_rate = sweep[0], 0.0
+    for bs in sweep:
+        probe = torch.randn(bs, 3, args.size, args.size, device=device)
+        with torch.no_grad():
+            model(probe)
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(max(1, 64 // bs) if not args.quick else 1):
+                model(probe)
+            sync(device)
+        rate = bs * (max(1, 64 // bs) if not args.quick else 1) / (time.perf_counter() - start)
+        print(f"  masked forwards at batch {bs}: {rate:.1f} images/s", flush=True)
+        if rate > best_rate:
+            best, best_rate = bs, rate
+    masked = torch.randn(best, 3, args.size, args.size, device=device)
+
+    def floor():
+        with torch.no_grad():
+            for start in range(0, forwards, best):
+                model(masked[: min(best, forwards - start)])
+
+    s, peak, _ = measure(floor, device, glibc)
+    floor_entry = row("3", f"floor: {forwards} masked forwards at batch {best}", s, peak, args.batch)
+    s, peak, ours = measure(lambda: camlib.explain(model, x, method="scorecam", layers="layer4", classes=top1,
+                                                   batch_size=best), device, glibc)
+    f = camlib.Explainer(model, "scorecam", "layer4").capture(x).activations["layer4"].flatten(2)
+    constant = int((f.amax(2) == f.amin(2)).sum())
+    score_entry = row("3", f"camlib scorecam (batch_size {best})", s, peak, args.batch,
+                      constant_channels=constant, x_floor=s / floor_entry["seconds"])
+    if not args.quick:
+        pgc_model = copy.deepcopy(model)
+        with pgc.ScoreCAM(model=pgc_model, target_layers=[pgc_model.layer4]) as extractor:
+            extractor.batch_size = best
+            s, peak, theirs = measure(lambda: extractor(input_tensor=xp, targets=targets), device, glibc)
+        entry = row("3", f"pgc ScoreCAM (batch_size {best})", s, peak, peer_batch)
+        entry["agreement_r_min"] = pearson(ours.maps[:peer_batch, 0], torch.as_tensor(theirs))
+        from torchcam.methods import ScoreCAM
+
+        tc_model = copy.deepcopy(model)
+        with ScoreCAM(tc_model, target_layer="layer4", batch_size=best, input_shape=tuple(x.shape[1:])) as extractor:
+            def torchcam_call():
+                with torch.no_grad():
+                    scores = tc_model(xp)
+                return extractor(class_idx=top1[:peer_batch].tolist(), scores=scores)[0]
+            s, peak, theirs = measure(torchcam_call, device, glibc)
+        entry = row("3", f"torchcam ScoreCAM (batch_size {best})", s, peak, peer_batch)
+        low = camlib.postprocess.normalize(ours.raw["layer4"][:peer_batch, 0].clamp_min(0))
+        entry["agreement_r_min"] = pearson(low, theirs.detach())
+    return score_entry
+
+
+def summarise(rows: list[dict], names: list[str], ablation_speedup, score_entry) -> dict:
+    by = {r["method"]: r for r in rows if r["part"] == "1"}
+    summary = {
+        "gradient methods, worst x plain forward": max(
+            r["x_plain_time"] for r in rows if r["part"] == "1" and r["method"] not in (names[0], "camlib ablationcam")),
+        "camlib ablationcam x plain forward": by["camlib ablationcam"]["x_plain_time"],
+    }
+    if ablation_speedup is not None:
+        summary["Ablation-CAM speed-up over pgc (per image)"] = ablation_speedup
+    if score_entry is None:
+        return summary
+    summary["Score-CAM x floor"] = score_entry["x_floor"]
+    peers = [r for r in rows if r["part"] == "3" and not r["method"].startswith(("camlib", "floor"))]
+    if peers:
+        fastest = min(p["seconds_per_image"] for p in peers)
+        summary["Score-CAM time / fastest peer's (per image)"] = score_entry["seconds_per_image"] / fastest
+        pgc_row = next(p for p in peers if p["method"].startswith("pgc"))
+        summary["Score-CAM peak memory / pgc's (pgc on its images)"] = score_entry["peak_mib"] / pgc_row["peak_mib"]
+    return summary
+
+
+def meta_of(args, device, rounds, peer_batch, glibc_fixed, load, wall) -> dict:
+    return {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "device": device.type, "device_name": device_name(device), "threads": torch.get_num_threads(),
+        "batch": args.batch, "peer_batch": peer_batch, "size": args.size, "rounds": rounds,
+        "model": "torchvision resnet18(weights=None), torch.manual_seed(0), eval, layer4, top-1 classes",
+        "glibc_mmap_threshold_fixed": glibc_fixed,
+        "other_processes_cpu_share": load.share(), "versions": versions(),
+        "total_seconds": time.perf_counter() - wall,
+    }
+
+
+def markdown(meta: dict, rows: list[dict], summary: dict) -> str:
+    share = meta["other_processes_cpu_share"]
+    lines = [
+        f"**{meta['date']}** · torch {meta['versions']['torch']} · {meta['device_name']} · {meta['threads']} "
+        f"threads · ResNet-18 (random weights), layer4 · batch {meta['batch']} (peers: {meta['peer_batch']}) · "
+        f"{meta['size']}x{meta['size']} · part 1: {meta['rounds']} interleaved rounds",
+        "",
+        "| part | method | s | images | s / image | peak MiB | note |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        note = []
+        if "x_plain_time" in r:
+            note.append(f"x{r['x_plain_time']:.2f} plain forward time")
+        if "x_floor" in r:
+            note.append(f"x{r['x_floor']:.3f} floor; {r['constant_channels']} constant channels scored once")
+        if "agreement_r_min" in r:
+            note.append(f"r with camlib >= {r['agreement_r_min']:.5f}")
+        lines.append(f"| {r['part']} | {r['method']} | {r['seconds']:.3f} | {r['images']} | "
+                     f"{r['seconds_per_image']:.3f} | {r['peak_mib']:.1f} | {'; '.join(note)} |")
+    lines += ["", *(f"- {k}: {v:.3f}" for k, v in summary.items())]
+    if share is not None:
+        lines.append(f"- other processes used {100 * share:.0f}% of the machine's CPU during the run"
+                     + (" (busy machine: timings are noisy)" if share > 0.05 else ""))
+    lines.append(f"- total run time {meta['total_seconds']:.0f} s; always exits 0")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
