@@ -26,8 +26,10 @@ def photo(name: str) -> Tensor:
 def photo_batch(
     names: Sequence[str] = PHOTOS, preprocessing: Preprocessing | None = None
 ) -> tuple[Tensor, Tensor]:
-    """``(display, inputs)``: resized RGB in [0, 1] for figures and normalised model inputs,
-    both ``[B, 3, size, size]``."""
+    """``(display, inputs)``: what the model sees as RGB in [0, 1] (for figures, so maps are
+    drawn over exactly that) and the same normalised (the model's inputs), both
+    ``[B, 3, size, size]``. The default preprocessing keeps each photo's aspect ratio
+    (letterbox); pass ``Preprocessing(mode="squash")`` or ``mode="crop"`` to compare."""
     prep = preprocessing or Preprocessing()
     display = torch.cat([prep.resize(photo(name)[None]) for name in names])
     return display, prep.normalize(display)

@@ -397,12 +397,13 @@ class Zoom:
 
 def zoom_in(model: nn.Module, photo: Tensor, preprocessing, ratio: float = 0.2, margin: float = 1.25) -> Zoom:
     """CAM of the whole photo's top class -> Zhou box -> square crop of the *original* photo
-    ([3, H, W] in [0, 1], any size) -> the same classifier again."""
+    ([3, H, W] in [0, 1], any size) -> the same classifier again. The box is mapped from the
+    model's input back to the photo through ``preprocessing.to_photo``, so letterbox bars,
+    centre crops and squashing are all undone."""
     whole = preprocessing(photo[None])
     exp = explain(model, whole, method="cam", topk=1)
     height, width = photo.shape[-2:]
-    box = zhou_boxes(exp.maps, ratio)[0, 0].float()
-    box = box * torch.tensor([width, height, width, height], dtype=torch.float32) / whole.shape[-1]
+    box = preprocessing.to_photo(zhou_boxes(exp.maps, ratio)[0], height, width)[0]
     window = square_windows(box[None], (height, width), margin, min_side=32)[0]
     patch = crop(photo[None], window[None], size=preprocessing.size)
     after = probabilities(model, preprocessing.normalize(patch))[0]

@@ -12,17 +12,86 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+MODES = ("letterbox", "crop", "squash")
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize the whole photo to ``size`` x ``size`` (no crop, so the map covers all of it)."""
+    """Photo -> ``size`` x ``size`` model input, ImageNet mean and std.
+
+    ``mode`` says how a photo whose sides differ becomes a square:
+
+    - ``"letterbox"`` (default): scale the longer side to ``size``, keep the aspect ratio, and
+      pad the rest with the mean colour (0 after normalisation). The whole photo is seen, so a
+      map covers all of it; the bars are part of what the model sees and of the display.
+    - ``"crop"``: scale the shorter side to ``size`` and cut the centre square (torchvision's
+      convention, without its extra margin). Undistorted, but the sides are not seen.
+    - ``"squash"``: resize to ``size`` x ``size`` whatever the shape. Everything is seen, but
+      the photo is distorted (the book's comparison only).
+
+    A square photo gives the same input in every mode.
+    """
 
     size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    mode: str = "letterbox"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"Preprocessing: mode expected one of {MODES}, got {self.mode!r}")
+        if not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"Preprocessing: size expected a positive int, got {self.size!r}")
+
+    def geometry(self, height: int, width: int) -> tuple[float, float, float, float]:
+        """``(scale_x, scale_y, left, top)``: a photo pixel ``(x, y)`` of a ``height`` x
+        ``width`` photo lands at ``(x * scale_x + left, y * scale_y + top)`` in the input."""
+        if self.mode == "squash":
+            return self.size / width, self.size / height, 0.0, 0.0
+        scaled_h, scaled_w = self._scaled(height, width)
+        left, top = (self.size - scaled_w) // 2, (self.size - scaled_h) // 2
+        return scaled_w / width, scaled_h / height, float(left), float(top)
+
+    def to_photo(self, boxes: Tensor, height: int, width: int) -> Tensor:
+        """Boxes ``[N, 4]`` (x0, y0, x1, y1) in input pixels -> the same boxes in the pixels of
+        the ``height`` x ``width`` photo, clipped to the photo (so a box on a letterbox bar
+        shrinks to the photo's edge)."""
+        scale_x, scale_y, left, top = self.geometry(height, width)
+        offset = torch.tensor([left, top, left, top], dtype=torch.float32, device=boxes.device)
+        scale = torch.tensor([scale_x, scale_y, scale_x, scale_y], dtype=torch.float32,
+                             device=boxes.device)
+        photo_boxes = (boxes.float() - offset) / scale
+        limit = torch.tensor([width, height, width, height], dtype=torch.float32,
+                             device=boxes.device)
+        return torch.minimum(photo_boxes.clamp(min=0), limit)
 
     def resize(self, images: Tensor) -> Tensor:
         """``[B, 3, H, W]`` RGB in [0, 1] -> ``[B, 3, size, size]`` in [0, 1] (antialiased)."""
-        resized = F.interpolate(images, size=(self.size, self.size), mode="bilinear", antialias=True)
+        if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"Preprocessing: expected RGB images [B, 3, H, W], got {got}")
+        height, width = images.shape[-2:]
+        if self.mode == "squash":
+            return self._interpolate(images, self.size, self.size)
+        scaled_h, scaled_w = self._scaled(height, width)
+        scaled = self._interpolate(images, scaled_h, scaled_w)
+        _, _, left, top = (int(v) for v in self.geometry(height, width))
+        if self.mode == "crop":
+            return scaled[..., -top : -top + self.size, -left : -left + self.size]
+        mean, _ = self._statistics(images)
+        canvas = mean.expand(images.shape[0], 3, self.size, self.size).clone()
+        canvas[..., top : top + scaled_h, left : left + scaled_w] = scaled
+        return canvas
+
+    def _scaled(self, height: int, width: int) -> tuple[int, int]:
+        """The photo's size once scaled: longer side (letterbox) or shorter side (crop) = size."""
+        side = max(height, width) if self.mode == "letterbox" else min(height, width)
+        scale = self.size / side
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    @staticmethod
+    def _interpolate(images: Tensor, height: int, width: int) -> Tensor:
+        resized = F.interpolate(images, size=(height, width), mode="bilinear", antialias=True)
         return resized.clamp(0, 1)
 
     def normalize(self, images: Tensor) -> Tensor:
@@ -95,10 +164,10 @@ def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
     return EfficientNetLite0(upstream).eval()
 
 
-def preprocessing() -> Preprocessing:
-    """Preprocessing for EfficientNet-Lite0 (and torchvision's ImageNet models): whole photo
-    resized to 224 x 224, ImageNet mean and std."""
-    return Preprocessing(size=224)
+def preprocessing(mode: str = "letterbox") -> Preprocessing:
+    """Preprocessing for EfficientNet-Lite0 (and torchvision's ImageNet models): 224 x 224,
+    aspect ratio kept (``mode``: see :class:`Preprocessing`), ImageNet mean and std."""
+    return Preprocessing(size=224, mode=mode)
 
 
 def stage_layers(model: EfficientNetLite0) -> list[str]:

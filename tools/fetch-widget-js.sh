@@ -63,6 +63,25 @@ write_setup_js() {  # write_setup_js DIR
   });
   window.requirejs.config({ paths: paths });
 })();
+/* The widgets typeset their labels with MathJax 2's MathJax.Hub.Queue(["Typeset", Hub, el]);
+   the book loads MathJax 3, which has no Hub, so every labelled widget threw a TypeError.
+   Give MathJax 3 that one entry point, translated to typesetPromise. It is added once the
+   deferred MathJax script has run (before DOMContentLoaded, when the widgets render). */
+(function () {
+  function addHub() {
+    var mj = window.MathJax;
+    if (!mj || mj.Hub || typeof mj.typesetPromise !== "function") { return; }
+    mj.Hub = { Queue: function () {
+      Array.prototype.forEach.call(arguments, function (job) {
+        if (Array.isArray(job) && job[0] === "Typeset" && job[2]) {
+          mj.typesetPromise([job[2]]).catch(function (e) { console.warn(e); });
+        }
+      });
+    } };
+  }
+  addHub();
+  document.addEventListener("DOMContentLoaded", addHub);
+})();
 EOF
 }
 

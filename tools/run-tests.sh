@@ -19,4 +19,5 @@ bash "$ROOT/tools/build-book.sh"
 . "$ROOT/tools/venv.sh" >/dev/null || { echo "run-tests: environment setup failed" >&2; exit 1; }
 
 echo "run-tests: pytest tests"
+export CAM_BOOK_REQUIRE_BUILD=1  # the browser test fails, not skips, without the build
 python -m pytest tests -p no:cacheprovider "$@"
