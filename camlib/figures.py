@@ -210,3 +210,50 @@ def plot_photo_zooms(photos: dict, zooms: dict, class_names: Sequence[str], topk
         axes[1, i].set_title(f"the crop:\n{after}", fontsize=9)
         axes[1, i].axis("off")
     return fig
+
+
+def plot_family(
+    images: Tensor, maps: dict, row_titles: Sequence[str], title: str, names: dict | None = None,
+    masks: Tensor | None = None, alpha: float = 0.5,
+) -> Figure:
+    """One row per image, one column per method: ``maps`` is ``{method: [B, h, w]}`` in [0, 1]
+    (upsampled to the images' size here); ``masks`` [B, H, W] draws each object's outline."""
+    import torch.nn.functional as F
+
+    batch, size = images.shape[0], tuple(images.shape[-2:])
+    methods = list(maps)
+    figsize = (1.9 * len(methods) + 0.9, 2.0 * batch + 0.6)
+    fig, axes = plt.subplots(batch, len(methods), figsize=figsize, squeeze=False,
+                             layout="constrained")
+    for column, method in enumerate(methods):
+        heat = maps[method].detach().float().cpu()
+        if tuple(heat.shape[-2:]) != size:
+            heat = F.interpolate(heat[:, None], size=size, mode="bilinear")[:, 0]
+        for row in range(batch):
+            label = (names or {}).get(method, method)
+            show_map(axes[row, column], images[row], heat[row].clamp(0, 1),
+                     f"{label}\n{row_titles[row]}", alpha)
+            axes[row, column].title.set_fontsize(8)
+            if masks is not None:
+                outline = masks[row].float().cpu().numpy()
+                axes[row, column].contour(outline, levels=[0.5], colors="white", linewidths=0.8)
+    add_colorbar(fig, axes.ravel().tolist())
+    fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def plot_sanity_steps(steps: dict, title: str, names: dict | None = None) -> Figure:
+    """Mean Spearman correlation after each cascading step: ``steps`` is ``{method: [(layer,
+    value), ...]}`` from the classifier down; one line per method."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.6), layout="constrained")
+    for method, rows in steps.items():
+        ax.plot(range(len(rows)), [value for _, value in rows], marker="o",
+                label=(names or {}).get(method, method))
+    first = next(iter(steps.values()))
+    ax.set_xticks(range(len(first)), [f"+ {layer}" for layer, _ in first], rotation=20, fontsize=8)
+    ax.set_ylabel("Spearman with the trained model's map")
+    ax.set_xlabel("layers re-initialised, cumulatively from the classifier down")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.legend(fontsize=8, ncol=3)
+    ax.set_title(title)
+    return fig

@@ -27,7 +27,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DIR = ROOT / "coursework" / "source"
 STUDENT_DIR = ROOT / "coursework" / "student"
-NOTEBOOKS = ("ex01_overview", "ex02_principle", "ex03_implementation", "ex04_enhanced")
+NOTEBOOKS = ("ex01_overview", "ex02_principle", "ex03_implementation", "ex04_enhanced", "ex05_family")
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = 'raise NotImplementedError("Exercise '
 
@@ -112,6 +112,24 @@ MISTAKES: dict[str, dict[str, Mistake]] = {
         left, top = (x0 + x1) / 2 - side / 2, (y0 + y1) / 2 - side / 2
         return torch.tensor([left, top, left + side, top + side])
     """, "ex4-3-hidden", "the window is not shifted into the image near the edges")},
+    "5.1": {"subtle": Mistake("""
+        return (gradients.mean(dim=(-2, -1), keepdim=True) * activations).sum(dim=1)
+    """, "ex5-1-hidden", "Grad-CAM's spatially averaged gradients (the same under a GAP head)")},
+    "5.2": {"subtle": Mistake("""
+        pixels = saliency.numel()
+        order = torch.sort(saliency.flatten(), descending=True, stable=True).indices
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(pixels)
+        counts = torch.tensor([s * pixels // steps for s in range(steps + 1)])
+        keep = (rank[None, :] >= counts[:, None]).view(steps + 1, 1, *saliency.shape)
+        scores = predict(image[None] * keep.to(image.dtype))
+        return scores, float(torch.trapezoid(scores, counts.to(scores.dtype) / pixels))
+    """, "ex5-2-hidden", "pixel counts floored, not rounded (right when steps divides P)")},
+    "5.3": {"subtle": Mistake("""
+        ra, rb = a.argsort().argsort().double(), b.argsort().argsort().double()
+        ra, rb = ra - ra.mean(), rb - rb.mean()
+        return float((ra * rb).sum() / (ra.square().sum() * rb.square().sum()).sqrt())
+    """, "ex5-3-hidden", "ordinal ranks: ties do not share their average rank")},
 }
 
 BROKEN = {
@@ -194,16 +212,19 @@ def submission(notebook: str, plan: Plan) -> str:
     return text[: len(text) // 2] if plan.unreadable else text
 
 
+ALL_EXERCISES = "1.1 1.2 1.3 2.1 2.2 2.3 3.1 3.2 3.3 4.1 4.2 4.3 5.1 5.2 5.3".split()
+
 # A class of seven: every kind of answer and of breakage the grader must handle.
 SAMPLE_CLASS: dict[str, dict[str, Plan]] = {
     "ada": {name: Plan() for name in NOTEBOOKS},  # everything right
-    "ben": {name: Plan({e: "stub" for e in "1.1 1.2 1.3 2.1 2.2 2.3 3.1 3.2 3.3 4.1 4.2 4.3".split()})
+    "ben": {name: Plan({e: "stub" for e in ALL_EXERCISES})
             for name in NOTEBOOKS},  # handed in the notebooks untouched
     "chloe": {  # typical mistakes, among them the softmax one
         "ex01_overview": Plan({"1.1": "subtle"}),
         "ex02_principle": Plan({"2.2": "subtle"}),
         "ex03_implementation": Plan({"3.1": "subtle"}),
         "ex04_enhanced": Plan({"4.1": "subtle"}),
+        "ex05_family": Plan({"5.3": "subtle"}),
     },
     "dev": {  # a syntax error, an infinite loop, one exercise not attempted, one notebook missing
         "ex01_overview": Plan({"1.2": "syntax"}),
@@ -215,15 +236,17 @@ SAMPLE_CLASS: dict[str, dict[str, Plan]] = {
         "ex02_principle": Plan(),
         "ex03_implementation": Plan(delete_checks=("3.2",)),
         "ex04_enhanced": Plan({"4.2": "subtle", "4.3": "stub"}),
+        "ex05_family": Plan({"5.1": "subtle"}),
     },
     "finn": {  # an unreadable file and more mistakes
         "ex01_overview": Plan(unreadable=True),
         "ex02_principle": Plan({"2.1": "subtle", "2.2": "mixed"}),
         "ex03_implementation": Plan({"3.2": "subtle", "3.3": "subtle"}),
         "ex04_enhanced": Plan({"4.3": "subtle"}),
+        "ex05_family": Plan({"5.2": "subtle"}),
     },
     "gus": {  # every exercise with its subtle mistake: each must be caught by a hidden check
-        name: Plan({e: "subtle" for e in "1.1 1.2 1.3 2.1 2.2 2.3 3.1 3.2 3.3 4.1 4.2 4.3".split()})
+        name: Plan({e: "subtle" for e in ALL_EXERCISES})
         for name in NOTEBOOKS
     },
 }

@@ -1,0 +1,293 @@
+"""The CAM family side by side: every method, every metric, every sanity check, over seeds.
+
+- :func:`scene_task`: synthetic scenes (:func:`camlib.data.make_scenes`) and a small CAM-ready
+  network trained to name the ring's colour (the genus, 4 classes) from the 32-pixel global view;
+- :func:`family_maps`: one map per image for each method, at the input's resolution;
+- :func:`metric_table`: deletion and insertion AUC, average drop and increase, the pointing game,
+  the share of the map's mass on the object and GT-known localisation at a validated threshold;
+- :func:`sanity_table`: cascading and independent model randomisation, and data randomisation
+  (the same network trained on shuffled labels), as Spearman and SSIM against the trained maps;
+- :func:`summarise` and :func:`markdown_table`: mean and standard deviation over seeds.
+
+What each method adds and what it costs (several instances, layers, heads, passes) is in
+:mod:`camlib.family`.
+
+Maps are those of :func:`camlib.explain` (ReLU, upsampled, scaled to [0, 1]) for the true class.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from . import data, enhance, metrics, sanity
+from .explain import explain
+
+FAMILY = (
+    "cam", "gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam",
+    "ablationcam",
+)
+NAMES = {
+    "cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "xgradcam": "XGrad-CAM",
+    "layercam": "LayerCAM", "hirescam": "HiResCAM", "eigencam": "Eigen-CAM",
+    "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM",
+}
+GENERA = ("red", "green", "blue", "yellow")  # the ring colours: class = genus of the scene
+LAYER = "features"  # the last feature map of SmallCNN, the one that feeds the pooling
+
+
+# --- the task ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SceneTask:
+    """One seed: a trained network and its validation and test scenes (global views, labels,
+    full-resolution boxes and masks)."""
+
+    seed: int
+    model: nn.Module
+    train_views: Tensor
+    train_labels: Tensor
+    validation: data.Scenes
+    test: data.Scenes
+    accuracy: float  # on the test scenes
+    seconds: float  # data and training
+
+    def views(self, part: str) -> Tensor:
+        return data.downsample(getattr(self, part).float_images(), 4)
+
+    def labels(self, part: str) -> Tensor:
+        return getattr(self, part).labels // len(data.SPECIES)
+
+
+def train(views: Tensor, labels: Tensor, seed: int, epochs: int) -> nn.Module:
+    """SmallCNN (:mod:`camlib.enhance`) on ``views`` for the 4 genera."""
+    torch.manual_seed(seed)
+    config = enhance.Config(seed=seed, epochs=epochs, batch_size=64)
+    return enhance.train_classifier(enhance.SmallCNN(len(GENERA)), views, labels, config)
+
+
+def scene_task(
+    seed: int, n_train: int = 2000, n_validation: int = 100, n_test: int = 64, epochs: int = 5
+) -> SceneTask:
+    """Scenes (seed ``30_000 + seed``) and a network trained from scratch on the genus."""
+    clock = time.perf_counter()
+    scenes = data.make_scenes(n_train + n_validation + n_test, seed=30_000 + seed)
+    views = data.downsample(scenes[:n_train].float_images(), 4)
+    labels = scenes[:n_train].labels // len(data.SPECIES)
+    model = train(views, labels, seed, epochs)
+    test = scenes[n_train + n_validation :]
+    task = SceneTask(seed, model, views, labels, scenes[n_train : n_train + n_validation], test,
+                     math.nan, 0.0)
+    with torch.no_grad():
+        predicted = model(task.views("test")).argmax(1)
+    task.accuracy = (predicted == task.labels("test")).float().mean().item()
+    task.seconds = time.perf_counter() - clock
+    return task
+
+
+# --- maps and what they cover -----------------------------------------------------------------
+
+
+def family_maps(
+    model: nn.Module, images: Tensor, classes: Tensor, methods: Sequence[str] = FAMILY,
+    layer: str | None = LAYER, batch_size: int | None = None,
+) -> dict[str, Tensor]:
+    """``{method: maps [B, H, W]}`` of ``classes`` [B], each map ReLU'd, upsampled, in [0, 1]."""
+    return {
+        method: explain(model, images, method=method, layers=layer, classes=classes,
+                        batch_size=batch_size).maps[:, 0]
+        for method in methods
+    }
+
+
+def mass_on(maps: Tensor, masks: Tensor) -> Tensor:
+    """Share of each map's mass on its mask [B] (maps [B, h, w] are upsampled to the masks'
+    size); 0 for an all-zero map. Wang et al.'s energy-based pointing game."""
+    maps = metrics.image_maps(maps, masks.float())
+    total = maps.flatten(1).sum(1)
+    inside = (maps * masks).flatten(1).sum(1)
+    return torch.where(total > 0, inside / total.clamp_min(1e-12), torch.zeros_like(total))
+
+
+# --- every metric -----------------------------------------------------------------------------
+
+# metric -> (column title, True where higher is better)
+METRICS = {
+    "deletion": ("deletion AUC", False),
+    "insertion": ("insertion AUC", True),
+    "average_drop": ("average drop %", False),
+    "increase": ("increase %", True),
+    "pointing": ("pointing game", True),
+    "mass_on_object": ("mass on object", True),
+    "gt_known": ("GT-known loc.", True),
+}
+
+
+def metric_table(
+    task: SceneTask, methods: Sequence[str] = FAMILY, steps: int = 16, baseline: str = "mean",
+    tolerance: float = 8.0,
+) -> dict[str, dict[str, float]]:
+    """``{method: {metric: value}}`` on the test scenes, maps of the true genus.
+
+    Deletion and insertion replace pixels of the 32-pixel view by ``baseline`` in ``steps``
+    steps; the pointing game's ``tolerance`` is in pixels of the 128-pixel scene; GT-known
+    localisation uses the threshold (ratio of the maximum) that is best on the validation scenes.
+    """
+    views, labels, test = task.views("test"), task.labels("test"), task.test
+    validation_maps = family_maps(task.model, task.views("validation"), task.labels("validation"),
+                                  methods, batch_size=512)
+    maps = family_maps(task.model, views, labels, methods, batch_size=512)
+    everyone = torch.ones(len(task.validation), dtype=torch.bool)
+    with torch.no_grad():
+        correct = task.model(views).argmax(1) == labels
+    table = {}
+    for method in methods:
+        m = maps[method]
+        curves = {
+            mode: metrics.perturbation_curve(task.model, views, m, labels, mode, steps=steps,
+                                             baseline=baseline, max_batch=512).auc.mean().item()
+            for mode in ("deletion", "insertion")
+        }
+        change = metrics.confidence_change(task.model, views, m, labels)
+        sweep = metrics.threshold_sweep(validation_maps[method], task.validation.boxes,
+                                        task.validation.masks, everyone)
+        ratio = max(sweep, key=lambda row: row["gt_known"])["ratio"]
+        table[method] = {
+            **curves,
+            "average_drop": change.average_drop,
+            "increase": change.increase_rate,
+            "pointing": metrics.pointing_game(m, test.masks, tolerance).float().mean().item(),
+            "mass_on_object": mass_on(m, test.masks).mean().item(),
+            "gt_known": metrics.localisation(m, test.boxes, test.masks, correct, ratio)["gt_known"],
+            "ratio": ratio,
+        }
+    return table
+
+
+# --- sanity checks ----------------------------------------------------------------------------
+
+SANITY = {
+    "top_spearman": "classifier re-initialised: Spearman",
+    "cascade_spearman": "all layers re-initialised: Spearman",
+    "cascade_ssim": "all layers: SSIM",
+    "independent_spearman": "one layer at a time: mean Spearman",
+}
+DATA_SANITY = {"data_spearman": "shuffled labels: Spearman", "data_ssim": "shuffled labels: SSIM"}
+
+
+@dataclass(frozen=True)
+class Sanity:
+    table: dict[str, dict[str, float]]  # {method: {check: value}}, the checks of SANITY
+    steps: dict[str, list[tuple[str, float]]]  # {method: [(layer, Spearman)]}, cascading
+
+
+def sanity_table(task: SceneTask, methods: Sequence[str] = FAMILY, images: int = 32) -> Sanity:
+    """Model randomisation, cascading and independent (:mod:`camlib.sanity`), for every method
+    on ``images`` test scenes, maps of the true genus: the checks of :data:`SANITY`."""
+    views, labels = task.views("test")[:images], task.labels("test")[:images]
+    table, steps = {}, {}
+    for method in methods:
+        cascade = sanity.cascading_randomisation(task.model, views, method, LAYER, labels,
+                                                 seed=task.seed).table()
+        independent = sanity.independent_randomisation(task.model, views, method, LAYER, labels,
+                                                       seed=task.seed).table()
+        table[method] = {
+            "top_spearman": cascade[0]["spearman"],
+            "cascade_spearman": cascade[-1]["spearman"],
+            "cascade_ssim": cascade[-1]["ssim"],
+            "independent_spearman": sum(row["spearman"] for row in independent) / len(independent),
+        }
+        steps[method] = [(row["step"], row["spearman"]) for row in cascade]
+    return Sanity(table, steps)
+
+
+def data_randomisation(
+    task: SceneTask, methods: Sequence[str] = FAMILY, images: int = 32, epochs: int = 5
+) -> tuple[dict[str, dict[str, tuple]], dict[str, float]]:
+    """``({method: {check: (mean, std over the images)}}, the shuffled-label network's
+    accuracies)``: the same network, same budget, trained on the training views with shuffled
+    labels, its maps of the true genus against the trained network's (:data:`DATA_SANITY`)."""
+    views, labels = task.views("test")[:images], task.labels("test")[:images]
+    generator = torch.Generator().manual_seed(task.seed)
+    shuffled = task.train_labels[torch.randperm(len(task.train_labels), generator=generator)]
+    random_model = train(task.train_views, shuffled, task.seed, epochs)
+    with torch.no_grad():
+        fitted = {
+            "training accuracy (shuffled labels)":
+                (random_model(task.train_views).argmax(1) == shuffled).float().mean().item(),
+            "test accuracy": (random_model(task.views("test")).argmax(1) == task.labels("test"))
+            .float().mean().item(),
+        }
+    trained = family_maps(task.model, views, labels, methods)
+    other = family_maps(random_model, views, labels, methods)
+    table = {}
+    for method in methods:
+        rho = sanity.spearman(trained[method], other[method])
+        rho = rho[torch.isfinite(rho)]
+        index = sanity.ssim(trained[method], other[method])
+        table[method] = {"data_spearman": (rho.mean().item(), rho.std().item()),
+                         "data_ssim": (index.mean().item(), index.std().item())}
+    return table, fitted
+
+
+# --- over seeds -------------------------------------------------------------------------------
+
+
+def summarise(tables: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, tuple]]:
+    """``{method: {metric: (mean, std)}}`` over the seeds' tables (std with n - 1; NaN left out)."""
+    summary: dict[str, dict[str, tuple]] = {}
+    for method in tables[0]:
+        for metric in tables[0][method]:
+            values = torch.tensor([t[method][metric] for t in tables], dtype=torch.float64)
+            values = values[torch.isfinite(values)]
+            std = values.std().item() if values.numel() > 1 else math.nan
+            mean = values.mean().item() if values.numel() else math.nan
+            summary.setdefault(method, {})[metric] = (mean, std)
+    return summary
+
+
+def markdown_table(summary: dict[str, dict[str, tuple]], columns: dict[str, str], digits: int = 2,
+                   best: dict[str, bool] | None = None) -> str:
+    """A Markdown table, one row per method, cells ``mean ± std``; with ``best`` ({metric: higher
+    is better}), the best mean of each column (as shown, so ties too) is in bold."""
+    header = "| method | " + " | ".join(columns.values()) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
+    winners: dict[str, set] = {}  # every method whose rounded mean equals the best rounded mean
+    for metric, higher in (best or {}).items():
+        means = {m: round(row[metric][0], digits) for m, row in summary.items()
+                 if math.isfinite(row[metric][0])}
+        top = (max if higher else min)(means.values())
+        winners[metric] = {m for m, value in means.items() if value == top}
+    for method, row in summary.items():
+        cells = []
+        for metric in columns:
+            mean, std = row[metric]
+            cell = f"{mean:.{digits}f} ± {std:.{digits}f}"
+            cells.append(f"**{cell}**" if method in winners.get(metric, ()) else cell)
+        lines.append(f"| {NAMES.get(method, method)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_differences(tables: Sequence[dict[str, dict[str, float]]], reference: str = "cam"
+                       ) -> dict[str, dict[str, tuple]]:
+    """:func:`summarise` of each method's value minus ``reference``'s in the same seed: the
+    differences between methods without the spread between seeds that they share."""
+    return summarise([{m: {k: v - t[reference][k] for k, v in row.items()} for m, row in t.items()}
+                      for t in tables])
+
+
+def ranks(summary: dict[str, dict[str, tuple]], metrics_used: dict[str, bool]) -> dict[str, float]:
+    """Each method's mean rank (1 = best) over ``metrics_used`` ({metric: higher is better})."""
+    methods = list(summary)
+    total = dict.fromkeys(methods, 0.0)
+    for metric, higher in metrics_used.items():
+        order = sorted(methods, key=lambda m: summary[m][metric][0], reverse=higher)
+        for place, method in enumerate(order, start=1):
+            total[method] += place / len(metrics_used)
+    return total
