@@ -2,9 +2,11 @@
 
 Pieces (each usable alone): crop windows in full-resolution coordinates (from CAM boxes, CAM
 peaks, the centre, random places, or the true box as an oracle), batched crops, a small CAM-ready
-classifier, its training loop (optionally with CAM-guided crops and drops, after WS-DAN), and
-weakly supervised localisation metrics. :func:`run_experiment` runs everything from scratch for
-one seed; ``python -m camlib.enhance --seed 0 1 2 --json results.json`` runs it from the shell.
+classifier, several of them trained at once as one grouped network, their training loop
+(optionally with CAM-guided crops and drops, after WS-DAN), and weakly supervised localisation
+metrics. :func:`run_experiment` runs everything from scratch for one seed, training one stage-2
+network per crop policy on that policy's own crops (fair controls); ``python -m camlib.enhance
+--seed 0 1 2 --json results.json`` runs it from the shell.
 """
 from __future__ import annotations
 
