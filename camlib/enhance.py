@@ -20,10 +20,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_iou, roi_align
+from torchvision.ops import roi_align
 
-from . import data
+from . import data, metrics
 from .explain import explain
+from .metrics import localisation  # weakly supervised localisation: one module for the book
 from .postprocess import mask_to_box, threshold_mask, to_image_maps, zhou_boxes
 
 # --- windows and crops ---------------------------------------------------------------------------
@@ -250,7 +251,7 @@ def cam_maps(model: nn.Module, views: Tensor, classes: Tensor, size: int) -> Ten
 
 def map_boxes(maps: Tensor, ratio: float, image_size: int) -> Tensor:
     """Zhou boxes of [N, s, s] maps, in full-resolution pixels of an ``image_size`` image."""
-    return zhou_boxes(maps, ratio).float() * (image_size / maps.shape[-1])
+    return metrics.map_boxes(maps, ratio, (image_size, image_size))
 
 
 def cam_windows(model: nn.Module, views: Tensor, classes: Tensor, config: Config,
@@ -313,29 +314,6 @@ def probabilities(model: nn.Module, inputs: Tensor, batch_size: int = 500) -> Te
     """Softmax over the last axis of the logits ([N, classes], or [N, G, classes])."""
     model.eval()
     return torch.cat([model(inputs[i : i + batch_size]).softmax(-1) for i in range(0, inputs.shape[0], batch_size)])
-
-
-# --- localisation metrics ------------------------------------------------------------------------
-
-
-def localisation(maps: Tensor, boxes: Tensor, masks: Tensor, correct: Tensor, ratio: float) -> dict[str, float]:
-    """Weakly supervised localisation from maps [N, s, s] of the true class; ``boxes`` and
-    ``masks`` [N, S, S] are at the full resolution S.
-
-    gt_known: IoU(Zhou box, true box) >= 0.5; top1: that and a correct prediction;
-    pointing: the map's maximum falls on the object.
-    """
-    size, image_size = maps.shape[-1], masks.shape[-1]
-    predicted = map_boxes(maps, ratio, image_size)
-    iou = box_iou(predicted, boxes.float()).diagonal()
-    flat = maps.flatten(1).argmax(1)
-    scale = image_size / size  # the centre of the peak cell, in full-resolution pixels
-    peak_x = ((flat % size).float() + 0.5).mul(scale).long().clamp(max=image_size - 1)
-    peak_y = ((flat // size).float() + 0.5).mul(scale).long().clamp(max=image_size - 1)
-    pointing = masks[torch.arange(masks.shape[0]), peak_y, peak_x]
-    hit = iou >= 0.5
-    return {"gt_known": hit.float().mean().item(), "top1": (hit & correct).float().mean().item(),
-            "pointing": pointing.float().mean().item(), "mean_iou": iou.mean().item()}
 
 
 # --- the whole experiment ------------------------------------------------------------------------

@@ -205,10 +205,15 @@ def test_pointing_game_refuses_empty_masks() -> None:
         metrics.pointing_game(torch.rand(2, 8, 8), torch.tensor([[[1]], [[0]]]).bool().expand(2, 8, 8))
 
 
-def test_localisation_gives_the_numbers_of_the_function_it_replaces() -> None:
-    """camlib.enhance.localisation (to be replaced by this one) on CAM-like random maps."""
+def test_localisation_against_a_per_image_loop_with_scipy_components() -> None:
+    """Chapter 4 and Chapter 5 share camlib.metrics.localisation; here it is recomputed image by
+    image with scipy's connected components and the IoU by hand, on CAM-like random maps."""
+    import numpy as np
+    from scipy import ndimage
+
     from camlib import enhance
 
+    assert enhance.localisation is metrics.localisation  # one module for both chapters
     generator = torch.Generator().manual_seed(4)
     maps = torch.nn.functional.avg_pool2d(torch.rand(30, 1, 20, 20, generator=generator), 5, 1, 2)[:, 0]
     starts = torch.randint(0, 40, (30, 2), generator=generator)
@@ -216,7 +221,25 @@ def test_localisation_gives_the_numbers_of_the_function_it_replaces() -> None:
     masks = metrics.boxes_to_masks(boxes, (80, 80))
     correct = torch.rand(30, generator=generator) < 0.7
     for ratio in (0.2, 0.5):
-        assert metrics.localisation(maps, boxes, masks, correct, ratio) == enhance.localisation(maps, boxes, masks, correct, ratio)
+        hits, tops, points, ious = [], [], [], []
+        for m, box, mask, right in zip(maps.numpy(), boxes.tolist(), masks.numpy(), correct.tolist()):
+            labels, count = ndimage.label(m >= ratio * m.max(), structure=np.ones((3, 3)))
+            sizes = ndimage.sum(np.ones_like(m), labels, index=range(1, count + 1))
+            rows, cols = np.nonzero(labels == 1 + int(np.argmax(sizes)))
+            x0, y0, x1, y1 = cols.min() * 4, rows.min() * 4, (cols.max() + 1) * 4, (rows.max() + 1) * 4
+            inter = max(0, min(x1, box[2]) - max(x0, box[0])) * max(0, min(y1, box[3]) - max(y0, box[1]))
+            union = (x1 - x0) * (y1 - y0) + (box[2] - box[0]) * (box[3] - box[1]) - inter
+            iou = inter / union
+            peak_row, peak_col = divmod(int(m.argmax()), 20)
+            hits.append(iou >= 0.5)
+            tops.append(iou >= 0.5 and right)
+            points.append(bool(mask[peak_row * 4 + 2, peak_col * 4 + 2]))
+            ious.append(iou)
+        got = metrics.localisation(maps, boxes, masks, correct, ratio)
+        assert got["gt_known"] == pytest.approx(np.mean(hits))
+        assert got["top1"] == pytest.approx(np.mean(tops))
+        assert got["pointing"] == pytest.approx(np.mean(points))
+        assert got["mean_iou"] == pytest.approx(np.mean(ious), abs=1e-6)
 
 
 def test_linear_imputation_is_exact_on_a_ramp_and_matches_the_road_authors_solver() -> None:
