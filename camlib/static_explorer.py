@@ -42,8 +42,13 @@ def jpeg_data_uri(rgb: Tensor, quality: int = 80) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+# The static page keeps the methods that cost one forward and a backward pass per class; the
+# perturbation methods (Score-CAM: K masked forward passes) stay in the live explorer.
+STATIC_METHODS = ("cam", "gradcam", "gradcampp", "layercam")
+
+
 def precompute(state: ExplorerState, layers: Sequence[str] | None = None,
-               methods: Sequence[str] = ("cam", "gradcam"), topk: int = 3,
+               methods: Sequence[str] = STATIC_METHODS, topk: int = 3,
                quality: int = 80) -> dict:
     """Every view of the static explorer, as JSON-ready data (images as JPEG data URIs).
 
@@ -133,7 +138,7 @@ class StaticExplorer:
     """Displays as the self-contained HTML explorer (``_repr_html_``); ``data`` holds the views."""
 
     def __init__(self, state: ExplorerState, layers: Sequence[str] | None = None,
-                 methods: Sequence[str] = ("cam", "gradcam"), topk: int = 3,
+                 methods: Sequence[str] = STATIC_METHODS, topk: int = 3,
                  initial_layer: str | None = None, display_width: int = 288) -> None:
         self.data = precompute(state, layers, methods, topk)
         self.initial_layer = initial_layer or self.data["layers"][-1]

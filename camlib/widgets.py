@@ -127,8 +127,9 @@ class Explorer:
         self.top_class = w.Dropdown(description="top class", layout=layout, style=style)
         self.any_class = w.Combobox(options=self.state.class_names, ensure_option=True, placeholder="type a class name",
                                     description="any class", layout=layout, style=style)
-        self.method = w.ToggleButtons(options=sorted(METHODS), value="cam", description="method",
-                                     style={**style, "button_width": "80px"})
+        # every registered method, in registration order; the perturbation ones rerun the network
+        self.method = w.Dropdown(options=list(METHODS), value="cam", description="method",
+                                 layout=layout, style=style)
         self.opacity = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="opacity",
                                      layout=layout, style=style)
         self.box = w.Checkbox(value=False, description="Zhou box at", indent=False, layout=w.Layout(width="100px"))
