@@ -136,8 +136,8 @@ def test_localisation_metrics_on_hand_made_maps() -> None:
 def test_command_line_runs_a_tiny_experiment_and_writes_json(tmp_path) -> None:
     out = tmp_path / "results.json"
     done = subprocess.run(
-        [sys.executable, "-m", "camlib.enhance", "--seed", "0", "--epochs", "1", "--n-train", "256",
-         "--n-test", "128", "--json", str(out)],
+        [sys.executable, "-m", "camlib.enhance", "--seed", "0", "--epochs", "1", "--stage2-epochs", "1",
+         "--n-train", "256", "--n-test", "128", "--device", "cpu", "--json", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -145,10 +145,86 @@ def test_command_line_runs_a_tiny_experiment_and_writes_json(tmp_path) -> None:
     assert results["seeds"] == [0]
     table = results["summary"]
     assert "accuracy: CAM box crop" in table and "localisation: Zhou threshold (0.2)" in table
+    for policy in enhance.POLICIES:  # each policy: its own network and the shared one
+        assert set(table[f"accuracy: {policy}"]) == {"crop", "fused", "shared crop", "shared fused"}
+    # the CAM policy's own network is the shared one
+    cam = table["accuracy: CAM box crop"]
+    assert cam["crop"]["mean"] == cam["shared crop"]["mean"]
     for metrics in table.values():
         for value in metrics.values():
             assert value["mean"] != value["mean"] or 0.0 <= value["mean"] <= 1.0
     assert "accuracy: CAM box crop" in done.stdout
+
+
+def _members(seed: int, count: int = 3) -> list[enhance.SmallCNN]:
+    torch.manual_seed(seed)
+    nets = [enhance.SmallCNN(5, (4, 6, 8, 8)) for _ in range(count)]
+    for net in nets:  # non-trivial batch-norm statistics, so eval mode uses them
+        for module in net.features:
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    return nets
+
+
+def test_grouped_network_equals_its_members_run_one_by_one() -> None:
+    members = _members(0)
+    grouped = enhance.GroupedCNN(members).eval()
+    inputs = [torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    logits = grouped(torch.cat(inputs, dim=1))
+    assert logits.shape == (4, 3, 5)
+    for group, (member, images) in enumerate(zip(members, inputs)):
+        torch.testing.assert_close(logits[:, group], member.eval()(images), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(grouped.member(group)(images), member(images), rtol=1e-5, atol=1e-5)
+
+
+def test_training_the_grouped_network_trains_each_member_as_if_alone() -> None:
+    """Same data order, same optimiser: the grouped run ends where three separate runs end."""
+    config = enhance.Config(epochs=2, batch_size=8, learning_rate=1e-2)
+    generator = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(24, 3, 16, 16, generator=generator) for _ in range(3)]
+    labels = torch.randint(0, 5, (24,), generator=generator)
+    grouped = enhance.train_classifier(enhance.GroupedCNN(_members(2)), torch.cat(inputs, dim=1), labels, config)
+    alone = [enhance.train_classifier(net, images, labels, config) for net, images in zip(_members(2), inputs)]
+    probe = torch.randn(6, 3, 16, 16, generator=generator)
+    for group, net in enumerate(alone):
+        trained = grouped.member(group)
+        torch.testing.assert_close(trained.fc.weight, net.fc.weight, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(trained(probe), net(probe), rtol=1e-4, atol=1e-4)
+    # and training moved them: the members are no longer their initial selves
+    assert not torch.allclose(alone[0].fc.weight, _members(2)[0].fc.weight)
+
+
+def test_the_training_step_cam_equals_explain_cam_in_eval_mode() -> None:
+    net = _members(3, 1)[0].eval()
+    views = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    classes = torch.tensor([0, 3, 1, 4])
+    mine = enhance.step_cam(net, net.features(views), classes, 32)
+    torch.testing.assert_close(mine, enhance.cam_maps(net, views, classes, 32))
+    # by hand for one image: sum over channels of w^c_k f_k, ReLU, upsampled, min-max scaled
+    features = net.features(views)[1]
+    raw = (net.fc.weight[3][:, None, None] * features).sum(0).clamp_min(0)
+    scaled = torch.nn.functional.interpolate(raw[None, None], size=(32, 32), mode="bilinear")[0, 0]
+    scaled = (scaled - scaled.min()) / (scaled.max() - scaled.min())
+    torch.testing.assert_close(mine[1], scaled, rtol=1e-5, atol=1e-5)
+
+
+def test_policy_windows_share_the_cam_windows_sides() -> None:
+    config = enhance.Config()
+    maps = torch.zeros(2, 32, 32)
+    maps[0, 4, 6], maps[1, 20, 25] = 1.0, 1.0
+    cam = torch.tensor([[0.0, 0.0, 40.0, 40.0], [60.0, 60.0, 90.0, 90.0]])
+    boxes = torch.tensor([[10, 10, 40, 40], [70, 70, 98, 98]])
+    windows = enhance.policy_windows(maps, cam, boxes, 32.0, config, torch.Generator().manual_seed(0))
+    assert tuple(windows) == enhance.POLICIES
+    for name in ("centre crop (same size)", "random crop (same size)"):
+        torch.testing.assert_close(windows[name][:, 2] - windows[name][:, 0], torch.tensor([40.0, 30.0]))
+    # peak windows: 32 px wide around the peak cell's centre (map cells are 4 px)
+    torch.testing.assert_close(windows["CAM peak window"], torch.tensor([[10.0, 2.0, 42.0, 34.0],
+                                                                          [86.0, 66.0, 118.0, 98.0]]))
+    # oracle: the true box (30 and 28 px), 1.25 times as wide, centred on it
+    torch.testing.assert_close(windows["oracle crop (true box)"],
+                               torch.tensor([[6.25, 6.25, 43.75, 43.75], [66.5, 66.5, 101.5, 101.5]]))
 
 
 def test_square_windows_in_a_wide_image_use_each_axis_bound() -> None:
