@@ -288,7 +288,14 @@ def ranks(summary: dict[str, dict[str, tuple]], metrics_used: dict[str, bool]) -
     methods = list(summary)
     total = dict.fromkeys(methods, 0.0)
     for metric, higher in metrics_used.items():
-        order = sorted(methods, key=lambda m: summary[m][metric][0], reverse=higher)
-        for place, method in enumerate(order, start=1):
-            total[method] += place / len(metrics_used)
+        value = {m: summary[m][metric][0] for m in methods}
+        for m in methods:
+            tied = [o for o in methods if _tied(value[o], value[m])]  # m included
+            ahead = [o for o in methods if o not in tied and (value[o] > value[m]) == higher]
+            # tied methods share the average of the places they occupy
+            total[m] += (len(ahead) + (len(tied) + 1) / 2) / len(metrics_used)
     return total
+
+
+def _tied(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
