@@ -1,8 +1,8 @@
 """CAM-enhanced classification: use the map to decide where to look closer, and measure the gain.
 
-Pieces (each usable alone): crop windows in full-resolution coordinates (from CAM boxes, CAM
-peaks, the centre, random places, or the true box as an oracle), batched crops, a small CAM-ready
-classifier, several of them trained at once as one grouped network, their training loop
+Pieces (each usable alone): crop windows from CAM boxes, CAM peaks, the centre, random places,
+or the true box as an oracle (the windows and crops themselves are in :mod:`camlib.crops`, the
+small classifier and its grouped form in :mod:`camlib.networks`), the training loop
 (optionally with CAM-guided crops and drops, after WS-DAN), and weakly supervised localisation
 metrics. :func:`run_experiment` runs everything from scratch for one seed, training one stage-2
 network per crop policy on that policy's own crops (fair controls); ``python -m camlib.enhance
@@ -20,89 +20,15 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import roi_align
 
 from . import data, metrics
 from .explain import explain
 from .metrics import localisation  # weakly supervised localisation: one module for the book
+# windows, crops and the networks live in their own modules; their names stay importable from here
+from .crops import _crop, centred_windows, check_boxes, crop, peak_windows, random_windows  # noqa: F401
+from .crops import square_windows
+from .networks import GroupedCNN, SmallCNN
 from .postprocess import mask_to_box, threshold_mask, to_image_maps, zhou_boxes
-
-# --- windows and crops ---------------------------------------------------------------------------
-
-
-def check_boxes(boxes: Tensor, image_size: tuple[int, int], batch: int | None = None) -> Tensor:
-    """Boxes ``[N, 4]`` (x0, y0, x1, y1), non-empty and inside an image of ``(H, W)``."""
-    if not isinstance(boxes, Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4:
-        got = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
-        raise ValueError(f"boxes: expected a tensor [N, 4] of (x0, y0, x1, y1), got {got}")
-    if batch is not None and boxes.shape[0] != batch:
-        raise ValueError(f"boxes: expected one box per image ({batch}), got {boxes.shape[0]}")
-    height, width = image_size
-    empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-    if bool(empty.any()):
-        raise ValueError(f"boxes: expected x1 > x0 and y1 > y0, got empty boxes at rows {empty.nonzero().flatten().tolist()}")
-    outside = (boxes[:, :2] < 0).any(1) | (boxes[:, 2] > width) | (boxes[:, 3] > height)
-    if bool(outside.any()):
-        rows = outside.nonzero().flatten().tolist()
-        raise ValueError(f"boxes: expected boxes inside the {width}x{height} image, got {boxes[rows].tolist()} at rows {rows}")
-    return boxes
-
-
-def crop(images: Tensor, boxes: Tensor, size: int) -> Tensor:
-    """Cut ``boxes`` (full-resolution pixels, ends exclusive) out of ``images`` [N, C, H, W] and
-    resize each to ``size`` x ``size``. Each output pixel averages about one bilinear sample per
-    input pixel it covers (at pixel centres), so a crop at scale 1 is an exact copy and shrinking
-    is anti-aliased."""
-    if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
-        got = f"{tuple(images.shape)} {images.dtype}" if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images: expected a float tensor [N, C, H, W], got {got}")
-    check_boxes(boxes, tuple(images.shape[-2:]), images.shape[0])
-    return _crop(images, boxes, size)
-
-
-def _crop(images: Tensor, boxes: Tensor, size: int) -> Tensor:
-    """:func:`crop` without the checks (they wait for the device): for the training loop."""
-    index = torch.arange(boxes.shape[0], device=boxes.device, dtype=images.dtype)[:, None]
-    rois = torch.cat([index, boxes.to(images.dtype)], dim=1)
-    return roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-
-
-def square_windows(boxes: Tensor, image_size: int | tuple[int, int], margin: float = 1.25, min_side: float = 24.0,
-                   side: Tensor | None = None) -> Tensor:
-    """Square windows centred on ``boxes``, ``margin`` times their longer side (or ``side``),
-    at least ``min_side``, shifted (never shrunk) to lie inside an image of ``image_size``
-    (an int for square images, or ``(height, width)``)."""
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    boxes = boxes.float()
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    if side is None:
-        side = (boxes[:, 2:] - boxes[:, :2]).amax(dim=1) * margin
-    side = side.float().clamp(min_side, min(height, width))
-    limit = torch.tensor([width, height], dtype=side.dtype, device=side.device) - side[:, None]
-    start = torch.minimum((centre - side[:, None] / 2).clamp(min=0), limit)
-    return torch.cat([start, start + side[:, None]], dim=1)
-
-
-def centred_windows(side: Tensor, image_size: int) -> Tensor:
-    """Windows of the given sides at the image centre (the "just zoom in" control)."""
-    centre = torch.full((side.shape[0], 2), image_size / 2, device=side.device)
-    return square_windows(torch.cat([centre, centre], 1), image_size, side=side, min_side=1)
-
-
-def random_windows(side: Tensor, image_size: int, generator: torch.Generator) -> Tensor:
-    """Windows of the given sides at uniformly random places inside the image."""
-    start = torch.rand((side.shape[0], 2), generator=generator).to(side.device) * (image_size - side[:, None])
-    return torch.cat([start, start + side[:, None]], dim=1)
-
-
-def peak_windows(maps: Tensor, side: float) -> Tensor:
-    """Fixed-size windows centred on each map's maximum; ``maps`` [N, H, W]."""
-    height, width = maps.shape[-2:]
-    flat = maps.flatten(1).argmax(dim=1)
-    centre = torch.stack([flat % width, flat // width], dim=1).float() + 0.5
-    sides = torch.full((maps.shape[0],), float(side), device=maps.device)
-    return square_windows(torch.cat([centre, centre], 1), min(height, width), side=sides, min_side=1)
-
 
 @dataclass(frozen=True)
 class TwoStage:
@@ -124,83 +50,6 @@ def two_stage(stage1: nn.Module, stage2: nn.Module, images: Tensor, config: "Con
     windows, maps = cam_windows(stage1, views, first.argmax(1), config)
     crops = crop(images, windows, config.input_size)
     return TwoStage(views, first, maps, windows, crops, probabilities(stage2, crops))
-
-
-# --- the classifiers ------------------------------------------------------------------------------
-
-
-class SmallCNN(nn.Module):
-    """Four 3x3 convolutions, global average pooling, one linear layer: CAM applies as is."""
-
-    def __init__(self, num_classes: int, widths: Sequence[int] = (16, 24, 32, 32)) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        channels = 3
-        for index, width in enumerate(widths):
-            stride = 2 if index == 1 else 1
-            layers += [nn.Conv2d(channels, width, 3, stride=stride, padding=1, bias=False),
-                       nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-            channels = width
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.fc(self.pool(self.features(images)).flatten(1))
-
-
-class GroupedCNN(nn.Module):
-    """G independent :class:`SmallCNN` s run as one network: grouped convolutions (group g
-    reads input channels 3g..3g+2 and writes only its own feature maps), per-group linear
-    layers. Input ``[B, 3G, H, W]``, logits ``[B, G, classes]``. Trained with the sum of the
-    groups' losses, each member gets exactly the gradients it would get alone, so this trains G
-    networks on G inputs for the price of one wider pass."""
-
-    def __init__(self, members: Sequence[SmallCNN]) -> None:
-        super().__init__()
-        self.groups = len(members)
-        layers: list[nn.Module] = []
-        for parts in zip(*(member.features for member in members)):
-            first = parts[0]
-            if isinstance(first, nn.Conv2d):
-                layer = nn.Conv2d(first.in_channels * self.groups, first.out_channels * self.groups, 3,
-                                  stride=first.stride, padding=1, groups=self.groups, bias=False)
-            elif isinstance(first, nn.BatchNorm2d):
-                layer = nn.BatchNorm2d(first.num_features * self.groups)
-            else:
-                layers.append(nn.ReLU(inplace=True))
-                continue
-            with torch.no_grad():
-                for name, value in layer.named_parameters():
-                    value.copy_(torch.cat([dict(part.named_parameters())[name] for part in parts]))
-                for name, value in layer.named_buffers():
-                    if value.ndim:
-                        value.copy_(torch.cat([dict(part.named_buffers())[name] for part in parts]))
-            layers.append(layer)
-        self.features = nn.Sequential(*layers)
-        self.weight = nn.Parameter(torch.stack([member.fc.weight.detach() for member in members]))  # [G, C, K]
-        self.bias = nn.Parameter(torch.stack([member.fc.bias.detach() for member in members]))  # [G, C]
-
-    def forward(self, images: Tensor) -> Tensor:
-        pooled = self.features(images).mean(dim=(2, 3))  # [B, G * K]
-        pooled = pooled.view(pooled.shape[0], self.groups, -1)
-        return torch.einsum("bgk,gck->bgc", pooled, self.weight) + self.bias
-
-    def member(self, group: int) -> SmallCNN:
-        """Group ``group`` as a stand-alone :class:`SmallCNN` (a copy), e.g. for CAM."""
-        widths = [m.out_channels // self.groups for m in self.features if isinstance(m, nn.Conv2d)]
-        net = SmallCNN(self.weight.shape[1], widths).to(self.weight.device)
-        parts = [m for m in self.features if not isinstance(m, nn.ReLU)]
-        mine = [m for m in net.features if not isinstance(m, nn.ReLU)]
-        with torch.no_grad():
-            for grouped, single in zip(parts, mine):
-                for (_, value), (_, target) in zip(grouped.named_parameters(), single.named_parameters()):
-                    target.copy_(value.chunk(self.groups)[group])
-                for (_, value), (_, target) in zip(grouped.named_buffers(), single.named_buffers()):
-                    target.copy_(value.chunk(self.groups)[group] if value.ndim else value)
-            net.fc.weight.copy_(self.weight[group])
-            net.fc.bias.copy_(self.bias[group])
-        return net.eval()
 
 
 @dataclass(frozen=True)
@@ -581,8 +430,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = run_seeds(args.seed, config, progress=True)
     seconds = [run["seconds"]["total"] for run in results["runs"]]
     print(f"{len(seconds)} seed(s) on {device_of(config)}: {', '.join(f'{s:.1f}' for s in seconds)} s each")
-    for row, metrics in results["summary"].items():
-        cells = ", ".join(f"{m} {v['mean']:.3f} +- {v['std']:.3f}" for m, v in metrics.items() if not math.isnan(v["mean"]))
+    for row, values in results["summary"].items():
+        cells = ", ".join(f"{m} {v['mean']:.3f} +- {v['std']:.3f}" for m, v in values.items() if not math.isnan(v["mean"]))
         print(f"{row}: {cells}")
     if args.json:
         with open(args.json, "w") as handle:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .enhance import crop, probabilities
+from .crops import crop
+from .enhance import probabilities
 
 
 def sliding_windows(side: float, height: int, width: int, count: int = 8) -> Tensor:
