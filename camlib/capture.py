@@ -126,14 +126,14 @@ class ActivationRecorder:
 class LayerSwap:
     """The network from one layer onward: logits for replacement outputs of that layer.
 
-    ``swap(variants)`` with variants [B, n, K, h, w] returns logits [B, n, num_classes]. One pass
+    ``swap(variants)`` with variants [B, n, K, h, w] returns logits [B, n, num_classes]. A pass
     replaces the layer's output (at its ``call``-th call, the one that was recorded) by the
-    B x (n + 1) outputs: the recorded one first, then the variants. The layers before it run
-    on an empty batch, so they cost nothing: the price is the network from the layer onward.
-    The recorded output must reproduce the recorded logits. If it does not, or the pass fails
-    (a skip connection from below the layer meets the larger batch), every pass from then on
-    runs the whole network on the images repeated n + 1 times, ``max_rows`` rows at a time,
-    and ``mode`` becomes ``"full"``; if even that does not reproduce the logits, a ValueError.
+    B x n variants; the layers before it run on an empty batch, so they cost nothing: the price
+    is the network from the layer onward. Before the first pass, one check: the recorded output
+    alone must reproduce the recorded logits. If it does not, or a pass fails (a skip
+    connection from below the layer meets the larger batch), every pass from then on runs the
+    whole network on the images repeated n times, ``max_rows`` rows at a time, and ``mode``
+    becomes ``"full"``; if even that does not reproduce the logits, a ValueError.
     """
 
     def __init__(self, model: nn.Module, layer: str, call: int, images: Tensor, activations: Tensor,
@@ -143,37 +143,59 @@ class LayerSwap:
         self.images, self.activations, self.logits = images, activations, logits
         self.to_logits = to_logits
         self.max_rows = max_rows
-        self.mode = "tail"
+        self.mode = "unchecked"
         self.passes = 0
 
     def __call__(self, variants: Tensor) -> Tensor:
         batch, n = variants.shape[:2]
+        if self.mode == "unchecked":
+            if self._reproduces(self.images[:0]):
+                self.mode = "tail"
+            else:
+                self._go_full()
         if self.mode == "tail":
             try:
-                logits = self._run(self.images[:0], variants)
+                logits = self._run(self.images[:0], variants.flatten(0, 1))
                 if logits is not None:
-                    return logits
+                    return logits.reshape(batch, n, -1)
             except (RuntimeError, ValueError, IndexError, TypeError):
                 pass
-            self.mode = "full"
-        step = max(1, self.max_rows // batch - 1)
+            self._go_full()
+        step = max(1, self.max_rows // batch)
         parts = []
         for start in range(0, n, step):
             part = variants[:, start : start + step]
-            logits = self._run(self.images.repeat_interleave(part.shape[1] + 1, dim=0), part)
+            inputs = self.images.repeat_interleave(part.shape[1], dim=0)
+            logits = self._run(inputs, part.flatten(0, 1))
             if logits is None:
-                raise ValueError(
-                    f"layer {self.layer!r}: rerunning the network with this layer's output "
-                    "replaced does not reproduce the model's logits, so its channels cannot be "
-                    "ablated"
-                )
-            parts.append(logits)
+                raise ValueError(f"layer {self.layer!r}: the whole network's pass went wrong")
+            parts.append(logits.reshape(batch, part.shape[1], -1))
         return torch.cat(parts, dim=1)
 
-    def _run(self, inputs: Tensor, variants: Tensor) -> Tensor | None:
-        """Logits [B, n, classes] of one pass; None if the recorded output misses the logits."""
-        batch, n = variants.shape[:2]
-        rows = torch.cat([self.activations[:, None], variants], dim=1).flatten(0, 1)
+    def _go_full(self) -> None:
+        if not self._reproduces(self.images):
+            raise ValueError(
+                f"layer {self.layer!r}: rerunning the network with this layer's output "
+                "replaced does not reproduce the model's logits, so its channels cannot be "
+                "ablated"
+            )
+        self.mode = "full"
+
+    def _reproduces(self, inputs: Tensor) -> bool:
+        """Whether the recorded output, swapped in, gives the recorded logits."""
+        try:
+            logits = self._run(inputs, self.activations)
+        except (RuntimeError, ValueError, IndexError, TypeError):
+            return False
+        if logits is None:
+            return False
+        reference = self.logits.detach()
+        scale = reference.abs().amax().clamp_min(1.0)
+        return bool((logits - reference).abs().amax() <= 1e-3 * scale)
+
+    def _run(self, inputs: Tensor, rows: Tensor) -> Tensor | None:
+        """Logits [rows, classes] of one pass with ``rows`` as the layer's output; None if the
+        layer was not reached or the logits do not have one row per replacement."""
         seen = [0]
 
         def replace(_module: nn.Module, _inputs: tuple, _output: object) -> object:
@@ -189,12 +211,7 @@ class LayerSwap:
         self.passes += 1
         if seen[0] < self.call or logits.shape[0] != rows.shape[0]:
             return None
-        logits = logits.reshape(batch, n + 1, -1)
-        reference = self.logits.detach()
-        scale = reference.abs().amax().clamp_min(1.0)
-        if not bool((logits[:, 0] - reference).abs().amax() <= 1e-3 * scale):
-            return None
-        return logits[:, 1:]
+        return logits
 
 
 @contextmanager

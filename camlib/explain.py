@@ -195,7 +195,7 @@ class Explainer:
                     self.close()
 
     def raw_maps(self, capture: Capture, layer: str, classes: Tensor, method: Method | None = None) -> Tensor:
-        """Raw maps [B, T, h, w] of ``layer`` for ``classes`` [B, K] from a capture."""
+        """Raw maps [B, T, h, w] of ``layer`` for ``classes`` [B, T] from a capture."""
         method = method or self.method
         activations = capture.activations[layer]
         logits = capture.logits.detach()
