@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import models
 from .models import Preprocessing
 from .postprocess import mask_to_box
 
@@ -29,8 +30,9 @@ def photo_batch(
     """``(display, inputs)``: what the model sees as RGB in [0, 1] (for figures, so maps are
     drawn over exactly that) and the same normalised (the model's inputs), both
     ``[B, 3, size, size]``. The default preprocessing keeps each photo's aspect ratio
-    (letterbox); pass ``Preprocessing(mode="squash")`` or ``mode="crop"`` to compare."""
-    prep = preprocessing or Preprocessing()
+    (letterbox), normalised for EfficientNet-Lite0; pass ``models.preprocessing("squash")``
+    or ``"crop"`` to compare."""
+    prep = preprocessing or models.preprocessing()
     display = torch.cat([prep.resize(photo(name)[None]) for name in names])
     return display, prep.normalize(display)
 

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import metrics, road
 from .explain import explain
-from .models import Preprocessing
+from .models import LITE_MEAN, LITE_STD, Preprocessing
 from .postprocess import mask_to_box
 
 METRICS = ("deletion", "insertion", "confidence", "pointing", "localisation", "road")
@@ -46,14 +46,15 @@ class ObjectFolder(Dataset):
     up to 16 boxes at the resized resolution (NaN rows pad the boxes)."""
 
     def __init__(
-        self, root: str, size: int, boxes: str | None = None, masks: str | None = None
+        self, root: str, size: int, boxes: str | None = None, masks: str | None = None,
+        preprocessing: Preprocessing | None = None,
     ) -> None:
         from torchvision.datasets import ImageFolder
 
         self.root = Path(root)
         folder = ImageFolder(root)
         self.samples, self.classes = folder.samples, folder.classes
-        self.preprocessing = Preprocessing(size=size)
+        self.preprocessing = preprocessing or Preprocessing(size=size)
         self.boxes = json.loads(Path(boxes).read_text()) if boxes else {}
         self.masks = Path(masks) if masks else None
 
@@ -203,7 +204,10 @@ def run_rank(args: argparse.Namespace, rank: int, world: int, device: torch.devi
     """This rank's share: chunks ``rank, rank + world, ...`` that are not on disk yet."""
     from tqdm.auto import tqdm
 
-    dataset = ObjectFolder(args.root, args.image_size, args.boxes, args.masks)
+    prep = Preprocessing(size=args.image_size)  # ImageNet statistics
+    if args.model == "efficientnet-lite0":
+        prep = Preprocessing(size=args.image_size, mean=LITE_MEAN, std=LITE_STD)
+    dataset = ObjectFolder(args.root, args.image_size, args.boxes, args.masks, prep)
     count = min(len(dataset), args.limit) if args.limit else len(dataset)
     chunks = [
         c

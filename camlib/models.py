@@ -8,8 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet models
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained on (pixel - 127) / 128 for pixels in 0..255 (TensorFlow's
+# EfficientNet-Lite builder: "inception-style" statistics, which quantise better);
+# tests/test_models.py checks that the stem's batch-norm statistics agree.
+LITE_MEAN = (127 / 255,) * 3
+LITE_STD = (128 / 255,) * 3
 
 
 MODES = ("letterbox", "crop", "squash")
@@ -17,7 +22,8 @@ MODES = ("letterbox", "crop", "squash")
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Photo -> ``size`` x ``size`` model input, ImageNet mean and std.
+    """Photo -> ``size`` x ``size`` model input, normalised by ``mean`` and ``std`` (default:
+    torchvision's ImageNet statistics; :func:`preprocessing` gives EfficientNet-Lite0's).
 
     ``mode`` says how a photo whose sides differ becomes a square:
 
@@ -165,9 +171,11 @@ def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
 
 
 def preprocessing(mode: str = "letterbox") -> Preprocessing:
-    """Preprocessing for EfficientNet-Lite0 (and torchvision's ImageNet models): 224 x 224,
-    aspect ratio kept (``mode``: see :class:`Preprocessing`), ImageNet mean and std."""
-    return Preprocessing(size=224, mode=mode)
+    """Preprocessing for EfficientNet-Lite0: 224 x 224, aspect ratio kept (``mode``: see
+    :class:`Preprocessing`), normalised as the network was trained, ``(x - 127/255) / (128/255)``
+    for x in [0, 1]. (torchvision's ImageNet models want ``Preprocessing()``'s ImageNet mean and
+    std instead.)"""
+    return Preprocessing(size=224, mode=mode, mean=LITE_MEAN, std=LITE_STD)
 
 
 def stage_layers(model: EfficientNetLite0) -> list[str]:

@@ -20,12 +20,13 @@ def test_wrapper_reproduces_the_upstream_network(lite0) -> None:
         torch.testing.assert_close(lite0(images), upstream(images), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name, label, probability", [(0, "Egyptian cat", 0.745), (1, "espresso", 0.834)])
-def test_known_predictions_on_real_photos(lite0, photos, name: int, label: str, probability: float) -> None:
+@pytest.mark.parametrize("name, label", [(0, "Egyptian cat"), (1, "espresso")])
+def test_unambiguous_photos_get_their_class(lite0, photos, name: int, label: str) -> None:
+    # a cat and a cup of espresso, centred: the weights and preprocessing must agree on them
     _, inputs = photos
     exp = camlib.explain(lite0, inputs[name : name + 1], topk=1)
     assert imagenet_classes()[exp.classes[0, 0]] == label
-    assert abs(exp.scores[0, 0].item() - probability) < 0.01
+    assert exp.scores[0, 0].item() > 0.5
 
 
 def test_photos_are_rgb_in_unit_range(photos) -> None:
@@ -136,3 +137,26 @@ def test_cam_on_mobilenet_v3_names_gradcam() -> None:
     with pytest.raises(ValueError, match="method='gradcam'"):
         camlib.explain(model, torch.randn(1, 3, 64, 64), method="cam")
     assert camlib.explain(model, torch.randn(1, 3, 64, 64), method="gradcam").maps.shape == (1, 1, 64, 64)
+
+
+def test_lite_normalisation_matches_what_the_stem_was_trained_on(lite0) -> None:
+    """The stem's batch norm stored the mean and variance of its input's channels during
+    training. Natural photos normalised the way the network was trained give stem outputs of
+    about that variance; ImageNet's statistics give about (128 / 255 / 0.226)^2 = 4.9 times more."""
+    import skimage.data
+
+    photos = [skimage.data.chelsea(), skimage.data.coffee(), skimage.data.astronaut(),
+              skimage.data.rocket(), skimage.data.cat()]
+    conv, norm = lite0.stem[0], lite0.stem[1]
+    alive = norm.running_var > 1e-3
+    ratios = {}
+    for name, prep in (("lite", camlib.models.preprocessing("crop")),
+                       ("imagenet", Preprocessing(size=224, mode="crop"))):
+        inputs = torch.cat([prep(torch.from_numpy(p.copy()).permute(2, 0, 1)[None] / 255)
+                            for p in photos])
+        with torch.no_grad():
+            variance = conv(inputs).var(dim=(0, 2, 3))
+        ratios[name] = (variance[alive] / norm.running_var[alive]).median().item()
+    assert 0.4 < ratios["lite"] < 1.6, ratios
+    assert ratios["imagenet"] > 2.5, ratios
+    assert ratios["imagenet"] / ratios["lite"] == pytest.approx((128 / 255 / 0.226) ** 2, rel=0.25)
