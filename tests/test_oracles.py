@@ -240,10 +240,11 @@ def test_eigencam_pytorch_grad_cam_centres_the_activations(architectures, arch: 
 
 
 @pytest.mark.parametrize("peer", ["pytorch-grad-cam", "torchcam"])
-def test_peers_mix_post_relu_activations_with_pre_relu_gradients(peer: str) -> None:
-    """An in-place ReLU after the target layer overwrites the tensor the peers hooked: they weigh
-    relu(f) with a gradient that is not the one of relu(f) (pgc: exactly the gradient at f).
-    camlib records f itself, as the paper defines Grad-CAM."""
+def test_peers_depart_from_grad_cam_of_the_layer_after_an_in_place_relu(peer: str) -> None:
+    """An in-place ReLU after the target layer overwrites the tensor the peers hooked. pgc then
+    weighs relu(f) with the gradient at f, a mix that is Grad-CAM of no tensor; torchcam
+    computes Grad-CAM of the ReLU's output relu(f), activations and gradients both. camlib
+    records f itself, as the paper defines Grad-CAM of the layer."""
     from conftest import make_gapnet, random_images
 
     in_place, out_of_place = make_gapnet(30, inplace=True), make_gapnet(30)
@@ -269,4 +270,10 @@ def test_peers_mix_post_relu_activations_with_pre_relu_gradients(peer: str) -> N
     assert (pearson_per_image(ours_maps, paper) >= 0.999).all()  # no in-place op: they agree with camlib
     if peer == "pytorch-grad-cam":  # in place: pgc computes exactly the mix
         assert (pearson_per_image(mixed_maps, theirs) >= 0.999).all()
+    else:  # in place: torchcam computes Grad-CAM of the ReLU's output (layer features.4)
+        after = camlib.explain(out_of_place, images, method="gradcam", layers="features.4",
+                               classes=ours.classes)
+        relu_maps = normalize(after.raw["features.4"][:, 0].clamp_min(0))
+        assert (pearson_per_image(relu_maps, theirs) >= 0.999).all()
+        assert (pearson_per_image(mixed_maps, theirs) < 0.99).any()  # and not the mix
     assert (pearson_per_image(ours_maps, theirs) < 0.99).any()
