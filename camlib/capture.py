@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -126,14 +126,15 @@ class ActivationRecorder:
 class LayerSwap:
     """The network from one layer onward: logits for replacement outputs of that layer.
 
-    ``swap(variants)`` with variants [B, n, K, h, w] returns logits [B, n, num_classes]. A pass
-    replaces the layer's output (at its ``call``-th call, the one that was recorded) by the
-    B x n variants; the layers before it run on an empty batch, so they cost nothing: the price
-    is the network from the layer onward. Before the first pass, one check: the recorded output
-    alone must reproduce the recorded logits. If it does not, or a pass fails (a skip
-    connection from below the layer meets the larger batch), every pass from then on runs the
-    whole network on the images repeated n times, ``max_rows`` rows at a time, and ``mode``
-    becomes ``"full"``; if even that does not reproduce the logits, a ValueError.
+    ``swap(rows, owners)`` with rows [R, K, h, w], replacement outputs of the layer, and owners
+    [R], the image each row belongs to, returns logits [R, num_classes]. A pass replaces the
+    layer's output (at its ``call``-th call, the one that was recorded) by the rows; the layers
+    before it run on an empty batch, so they cost nothing: the price is the network from the
+    layer onward. Before the first pass, one check: the recorded output alone must reproduce
+    the recorded logits. If it does not, or a pass fails (a skip connection from below the layer
+    meets the larger batch), every pass from then on runs the whole network on each row's
+    image, ``max_rows`` rows at a time, and ``mode`` becomes ``"full"``; if even that does not
+    reproduce the logits, a ValueError.
     """
 
     def __init__(self, model: nn.Module, layer: str, call: int, images: Tensor, activations: Tensor,
@@ -145,9 +146,10 @@ class LayerSwap:
         self.max_rows = max_rows
         self.mode = "unchecked"
         self.passes = 0
+        self._session: ExitStack | None = None
+        self._seen, self._rows = 0, None
 
-    def __call__(self, variants: Tensor) -> Tensor:
-        batch, n = variants.shape[:2]
+    def __call__(self, rows: Tensor, owners: Tensor) -> Tensor:
         if self.mode == "unchecked":
             if self._reproduces(self.images[:0]):
                 self.mode = "tail"
@@ -155,22 +157,20 @@ class LayerSwap:
                 self._go_full()
         if self.mode == "tail":
             try:
-                logits = self._run(self.images[:0], variants.flatten(0, 1))
+                logits = self._run(self.images[:0], rows)
                 if logits is not None:
-                    return logits.reshape(batch, n, -1)
+                    return logits
             except (RuntimeError, ValueError, IndexError, TypeError):
                 pass
             self._go_full()
-        step = max(1, self.max_rows // batch)
         parts = []
-        for start in range(0, n, step):
-            part = variants[:, start : start + step]
-            inputs = self.images.repeat_interleave(part.shape[1], dim=0)
-            logits = self._run(inputs, part.flatten(0, 1))
+        for start in range(0, rows.shape[0], self.max_rows):
+            part = slice(start, start + self.max_rows)
+            logits = self._run(self.images[owners[part]], rows[part])
             if logits is None:
                 raise ValueError(f"layer {self.layer!r}: the whole network's pass went wrong")
-            parts.append(logits.reshape(batch, part.shape[1], -1))
-        return torch.cat(parts, dim=1)
+            parts.append(logits)
+        return torch.cat(parts)
 
     def _go_full(self) -> None:
         if not self._reproduces(self.images):
@@ -193,23 +193,39 @@ class LayerSwap:
         scale = reference.abs().amax().clamp_min(1.0)
         return bool((logits - reference).abs().amax() <= 1e-3 * scale)
 
+    def __enter__(self) -> LayerSwap:
+        """Hold the hook, eval mode and no_grad across many passes (each pass would otherwise
+        set them up and undo them, which costs about a millisecond on a ResNet)."""
+        stack = ExitStack()
+        stack.enter_context(model_state_preserved(self.model))
+        stack.enter_context(torch.no_grad())
+        handle = self.module.register_forward_hook(self._replace)
+        stack.callback(handle.remove)
+        self._session = stack
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        stack, self._session = self._session, None
+        if stack is not None:
+            stack.close()
+
+    def _replace(self, _module: nn.Module, _inputs: tuple, _output: object) -> object:
+        self._seen += 1
+        return self._rows if self._seen == self.call else None
+
     def _run(self, inputs: Tensor, rows: Tensor) -> Tensor | None:
         """Logits [rows, classes] of one pass with ``rows`` as the layer's output; None if the
         layer was not reached or the logits do not have one row per replacement."""
-        seen = [0]
-
-        def replace(_module: nn.Module, _inputs: tuple, _output: object) -> object:
-            seen[0] += 1
-            return rows if seen[0] == self.call else None
-
-        handle = self.module.register_forward_hook(replace)
+        if getattr(self, "_session", None) is None:
+            with self:
+                return self._run(inputs, rows)
+        self._seen, self._rows = 0, rows
         try:
-            with model_state_preserved(self.model), torch.no_grad():
-                logits = self.to_logits(self.model(inputs))
+            logits = self.to_logits(self.model(inputs))
         finally:
-            handle.remove()
+            self._rows = None
         self.passes += 1
-        if seen[0] < self.call or logits.shape[0] != rows.shape[0]:
+        if self._seen < self.call or logits.shape[0] != rows.shape[0]:
             return None
         return logits
 

@@ -15,7 +15,7 @@ from .methods import MethodInputs, register
 from .postprocess import normalize, upsample
 
 SCORE_BATCH = 32  # masked images per forward pass unless batch_size says otherwise
-ABLATION_BYTES = 256 * 2**20  # ablated layer outputs per pass unless batch_size says otherwise
+ABLATION_BYTES = 16 * 2**20  # ablated layer outputs per pass unless batch_size says otherwise
 
 
 @register("scorecam", needs_forward=True)
@@ -53,23 +53,29 @@ def ablationcam(inputs: MethodInputs) -> Tensor:
     """Ablation-CAM, Desai & Ramaswamy (2020): ``w_k^c = (S_c - S_c^{(k)}) / S_c``.
 
     ``M_c = sum_k w_k^c f_k``; ``S_c^{(k)}`` is the class score with channel ``k`` of the layer
-    set to zero. The network runs from the layer onward on ``batch_size`` ablated copies per
-    image at a time (by default as many as fit in 256 MiB). Where ``S_c = 0`` the weights are 0.
+    set to zero. The network runs from the layer onward on the ablated copies, ``batch_size``
+    per image at a time (by default about 16 MiB of them per pass, which stays in cache). A
+    channel that is already all zero changes nothing when zeroed: its weight is 0 without a
+    pass. Where ``S_c = 0`` the weights are 0.
     """
     assert inputs.tail is not None and inputs.logits is not None
     f, classes = inputs.activations, inputs.classes
-    batch_size, channels = f.shape[:2]
-    per_channel = f[0].numel() * f.element_size() * batch_size
-    step = inputs.batch_size or max(1, ABLATION_BYTES // per_channel)
-    ablated = []
-    for start in tqdm(range(0, channels, step), desc="Ablation-CAM", disable=not inputs.progress):
-        chosen = torch.arange(start, min(start + step, channels), device=f.device)
-        variants = f[:, None].repeat(1, chosen.numel(), 1, 1, 1)  # [B, n, K, h, w]
-        variants[:, torch.arange(chosen.numel(), device=f.device), chosen] = 0
-        logits = inputs.tail(variants)  # [B, n, num_classes]
-        ablated.append(logits.gather(2, classes[:, None, :].expand(-1, chosen.numel(), -1)))
-    ablated_scores = torch.cat(ablated, dim=1)  # [B, K, T]
+    batch, channels = f.shape[:2]
     score = inputs.logits.gather(1, classes)[:, None, :]  # [B, 1, T]
+    ablated_scores = score.expand(batch, channels, -1).clone()  # [B, K, T]: dead channels
+    pairs = f.flatten(2).ne(0).any(2).nonzero()  # [N, 2]: (image, channel) pairs to ablate
+    if inputs.batch_size:
+        rows = inputs.batch_size * batch
+    else:
+        rows = max(1, ABLATION_BYTES // (f[0].numel() * f.element_size()))
+    chunks = range(0, pairs.shape[0], rows)
+    with inputs.tail:  # one hook, eval mode and no_grad for all the passes
+        for start in tqdm(chunks, desc="Ablation-CAM", disable=not inputs.progress):
+            b, k = pairs[start : start + rows].unbind(1)
+            variants = f[b]  # [n, K, h, w], a copy
+            variants[torch.arange(b.numel(), device=f.device), k] = 0
+            logits = inputs.tail(variants, b)  # [n, num_classes]
+            ablated_scores[b, k] = logits.gather(1, classes[b]).to(ablated_scores.dtype)
     safe = torch.where(score != 0, score, torch.ones_like(score))
     weights = torch.where(score != 0, (score - ablated_scores) / safe, 0.0)
     return torch.einsum("bkhw,bkt->bthw", f, weights.to(f.dtype))
