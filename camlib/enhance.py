@@ -290,12 +290,13 @@ def run_experiment(config: Config = Config(), progress: bool = False) -> Experim
         if on_validation > best:
             best_ratio, best = ratio, on_validation
     result.localisation["Zhou threshold (0.2)"] = localisation(true_class_maps, test.boxes, test.masks, correct, config.ratio)
-    result.localisation[f"validated threshold ({best_ratio})"] = localisation(
+    # one key for every seed (seeds may validate different ratios: artifacts["validated_ratio"])
+    result.localisation["validated threshold"] = localisation(
         true_class_maps, test.boxes, test.masks, correct, best_ratio)
     result.seconds["localisation"] = time.perf_counter() - clock
     result.seconds["total"] = time.perf_counter() - started
     result.artifacts = {"stage1": stage1, "stage2": cam_net, "stage2_grouped": stage2, "test": test,
-                        "validated_ratio": best_ratio}
+                        "validated_ratio": best_ratio, "peak_side": peak_side}
     bar.close()
     return result
 

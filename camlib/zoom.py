@@ -2,8 +2,13 @@
 
 A CAM window is worth something only if it beats windows of the same size placed elsewhere:
 cutting any square out of a wide photo also changes the object's size and shape in the input.
+"Elsewhere" needs checking (:func:`overlaps`: a window that shares most of its pixels with the
+CAM window is no control), and so does the noise: :func:`shifted_windows` moves the CAM window
+by a pixel or two, which changes nothing a map could mean but resamples every pixel.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +30,37 @@ def sliding_windows(side: float, height: int, width: int, count: int = 8) -> Ten
     across = torch.full_like(along, (min(height, width) - side) / 2)
     x0, y0 = (along, across) if width >= height else (across, along)
     return torch.stack([x0, y0, x0 + side, y0 + side], dim=1)
+
+
+def overlaps(windows: Tensor, window: Tensor) -> Tensor:
+    """Intersection over union ``[N]`` of each of ``windows`` ([N, 4]) with ``window`` ([4]),
+    all as (x0, y0, x1, y1) in pixels."""
+    if windows.ndim != 2 or windows.shape[-1] != 4 or window.shape != (4,):
+        raise ValueError(f"overlaps: expected windows [N, 4] and one window [4], got "
+                         f"{tuple(windows.shape)} and {tuple(window.shape)}")
+    window = window.to(windows)
+    low = torch.maximum(windows[:, :2], window[:2])
+    high = torch.minimum(windows[:, 2:], window[2:])
+    inter = (high - low).clamp_min(0).prod(dim=1)
+    area = (windows[:, 2:] - windows[:, :2]).prod(dim=1)
+    return inter / (area + (window[2:] - window[:2]).prod() - inter)
+
+
+def shifted_windows(window: Tensor, shifts: Sequence[float], height: int, width: int) -> Tensor:
+    """``window`` ([4], x0, y0, x1, y1) moved by every (dx, dy) in ``shifts`` x ``shifts``
+    pixels, keeping only the copies that stay inside a ``height`` x ``width`` photo (a
+    full-height window can only move sideways). Returns ``[N, 4]``, N >= 1 when ``shifts``
+    holds 0 and ``window`` lies inside the photo."""
+    if window.shape != (4,):
+        raise ValueError(f"shifted_windows: expected one window [4], got {tuple(window.shape)}")
+    steps = torch.tensor([float(s) for s in shifts], dtype=window.dtype)
+    dy, dx = torch.meshgrid(steps, steps, indexing="ij")
+    moves = torch.stack([dx, dy, dx, dy], dim=-1).reshape(-1, 4)
+    moved = window.cpu() + moves
+    tolerance = 1e-3  # a window may carry float rounding at the photo's edge
+    inside = ((moved[:, :2] >= -tolerance).all(1) & (moved[:, 2] <= width + tolerance)
+              & (moved[:, 3] <= height + tolerance))
+    return moved[inside].to(window.device)
 
 
 def window_probabilities(model: nn.Module, photo: Tensor, windows: Tensor, preprocessing) -> Tensor:

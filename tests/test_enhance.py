@@ -145,6 +145,8 @@ def test_command_line_runs_a_tiny_experiment_and_writes_json(tmp_path) -> None:
     assert results["seeds"] == [0]
     table = results["summary"]
     assert "accuracy: CAM box crop" in table and "localisation: Zhou threshold (0.2)" in table
+    # one key whatever ratio a seed validates, so seeds that validate different ones summarise
+    assert "localisation: validated threshold" in table
     for policy in enhance.POLICIES:  # each policy: its own network and the shared one
         assert set(table[f"accuracy: {policy}"]) == {"crop", "fused", "shared crop", "shared fused"}
     # the CAM policy's own network is the shared one
