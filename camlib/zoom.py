@@ -38,12 +38,9 @@ def overlaps(windows: Tensor, window: Tensor) -> Tensor:
     if windows.ndim != 2 or windows.shape[-1] != 4 or window.shape != (4,):
         raise ValueError(f"overlaps: expected windows [N, 4] and one window [4], got "
                          f"{tuple(windows.shape)} and {tuple(window.shape)}")
-    window = window.to(windows)
-    low = torch.maximum(windows[:, :2], window[:2])
-    high = torch.minimum(windows[:, 2:], window[2:])
-    inter = (high - low).clamp_min(0).prod(dim=1)
-    area = (windows[:, 2:] - windows[:, :2]).prod(dim=1)
-    return inter / (area + (window[2:] - window[:2]).prod() - inter)
+    from torchvision.ops import box_iou
+
+    return box_iou(windows, window.to(windows)[None])[:, 0]
 
 
 def shifted_windows(window: Tensor, shifts: Sequence[float], height: int, width: int) -> Tensor:
