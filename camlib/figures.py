@@ -153,7 +153,7 @@ def plot_threshold_curve(runs: Sequence[dict], zhou_ratio: float = 0.2) -> Figur
     for key, label in [("validation_gt_known", "GT-known loc., validation"), ("gt_known", "GT-known loc., test"),
                        ("mean_iou", "mean IoU, test")]:
         values = np.array([[point[key] for point in run["threshold_curve"]] for run in runs]) * 100
-        ax.errorbar(ratios, values.mean(0), yerr=values.std(0), marker="o", ms=3, capsize=2, label=label)
+        ax.errorbar(ratios, values.mean(0), yerr=values.std(0, ddof=1), marker="o", ms=3, capsize=2, label=label)
     ax.axvline(zhou_ratio, color="grey", ls=":", lw=1)
     ax.text(zhou_ratio + 0.01, 5, "Zhou et al.'s 0.2", fontsize=8, color="grey")
     ax.set_xlabel("threshold (fraction of the map's maximum)")
