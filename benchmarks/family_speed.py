@@ -17,7 +17,9 @@ process. Three parts:
 Peers run on the first ``--peer-batch`` images (default: all on CPU, 16 on CUDA) and their times
 are scaled per image, which is said in the output. Peak memory: on CUDA max_memory_allocated
 during the call minus memory_allocated before; on CPU peak RSS during the call minus RSS before
-(sampled by a thread; glibc's mmap threshold fixed for the whole run so freed memory leaves RSS).
+(sampled by a thread; glibc's mmap threshold fixed so freed memory leaves RSS). Part 1 is timed
+first with glibc's default allocator and no sampling thread, then its peaks are measured in
+separate calls; parts 2 and 3 (single long calls) measure both at once, threshold fixed.
 Always exits 0: targets are reported, never enforced.
 """
 from __future__ import annotations
@@ -53,10 +55,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(call, device: torch.device, glibc: Glibc) -> tuple[float, float, object]:
-    """(seconds, peak bytes above the start, result) of one call."""
+def measure(call, device: torch.device, glibc: Glibc, memory: bool = True) -> tuple[float, float, object]:
+    """(seconds, peak bytes above the start, result) of one call; with ``memory=False`` on the
+    CPU, time only (no heap trim, no sampling thread; the peak is reported as NaN)."""
     gc.collect()
     sync(device)
+    if device.type == "cpu" and not memory:
+        start = time.perf_counter()
+        result = call()
+        return time.perf_counter() - start, float("nan"), result
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
@@ -103,7 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     peer_batch = min(args.batch, args.peer_batch or (16 if device.type == "cuda" else args.batch))
     wall = time.perf_counter()
     glibc = Glibc()
-    glibc_fixed = device.type == "cpu" and glibc.fix_mmap_threshold()
     load = OtherLoad()
 
     torch.manual_seed(0)
@@ -138,11 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     names = list(calls)
     for name in names:  # warm-up
         calls[name]()
-    for r in range(rounds):
+    for r in range(rounds):  # timing with glibc's default allocator behaviour
         for name in names[r % len(names):] + names[: r % len(names)]:
-            seconds, peak, _ = measure(calls[name], device, glibc)
+            seconds, _, _ = measure(calls[name], device, glibc, memory=False)
             times[name].append(seconds)
-            peaks[name].append(peak)
+    # memory afterwards: glibc's mmap threshold fixed, so freed blocks leave RSS (see Glibc)
+    glibc_fixed = device.type == "cpu" and glibc.fix_mmap_threshold()
+    for name in names:
+        for _ in range(2 if device.type == "cpu" else 1):
+            peaks[name].append(measure(calls[name], device, glibc)[1])
     plain_s = statistics.median(times[names[0]])
     plain_peak = statistics.median(peaks[names[0]])
     for name in names:
