@@ -36,7 +36,9 @@ NAMES = {
     "cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "xgradcam": "XGrad-CAM",
     "layercam": "LayerCAM", "hirescam": "HiResCAM", "eigencam": "Eigen-CAM",
     "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM",
+    "random": "control: random map", "centre": "control: centre map",
 }
+CONTROLS = ("random", "centre")  # maps that know nothing of the image: see control_maps
 GENERA = ("red", "green", "blue", "yellow")  # the ring colours: class = genus of the scene
 LAYER = "features"  # the last feature map of SmallCNN, the one that feeds the pooling
 
@@ -116,6 +118,19 @@ def mass_on(maps: Tensor, masks: Tensor) -> Tensor:
     return torch.where(total > 0, inside / total.clamp_min(1e-12), torch.zeros_like(total))
 
 
+def control_maps(count: int, size: int = 32, seed: int = 0, grid: int = 16) -> dict[str, Tensor]:
+    """Two maps [count, size, size] that know nothing of the image, for the metric table:
+    ``random``, uniform noise on a ``grid`` x ``grid`` lattice (the family's feature grid)
+    upsampled bilinearly, drawn from ``seed``; ``centre``, a Gaussian bump in the middle of the
+    view (standard deviation a quarter of its side), the same for every image."""
+    noise = torch.rand(count, 1, grid, grid, generator=torch.Generator().manual_seed(seed))
+    noise = torch.nn.functional.interpolate(noise, size=(size, size), mode="bilinear",
+                                            align_corners=False)[:, 0]
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    bump = torch.exp(-(x[:, None] ** 2 + x[None] ** 2) / (2 * (size / 4) ** 2))
+    return {"random": noise, "centre": bump.expand(count, size, size).clone()}
+
+
 # --- every metric -----------------------------------------------------------------------------
 
 # metric -> (column title, True where higher is better)
@@ -132,24 +147,28 @@ METRICS = {
 
 def metric_table(
     task: SceneTask, methods: Sequence[str] = FAMILY, steps: int = 16, baseline: str = "mean",
-    tolerance: float = 8.0,
+    tolerance: float = 8.0, controls: bool = False,
 ) -> dict[str, dict[str, float]]:
     """``{method: {metric: value}}`` on the test scenes, maps of the true genus.
 
     Deletion and insertion replace pixels of the 32-pixel view by ``baseline`` in ``steps``
     steps; the pointing game's ``tolerance`` is in pixels of the 128-pixel scene; GT-known
     localisation uses the threshold (ratio of the maximum) that is best on the validation scenes.
+    With ``controls``, the rows of :func:`control_maps` (seed: the task's) come last.
     """
     views, labels, test = task.views("test"), task.labels("test"), task.test
     validation_maps = family_maps(task.model, task.views("validation"), task.labels("validation"),
                                   methods, batch_size=512)
     maps = family_maps(task.model, views, labels, methods, batch_size=512)
+    if controls:
+        size = views.shape[-1]
+        validation_maps |= control_maps(len(task.validation), size, 1000 + task.seed)
+        maps |= control_maps(len(views), size, task.seed)
     everyone = torch.ones(len(task.validation), dtype=torch.bool)
     with torch.no_grad():
         correct = task.model(views).argmax(1) == labels
     table = {}
-    for method in methods:
-        m = maps[method]
+    for method, m in maps.items():
         curves = {
             mode: metrics.perturbation_curve(task.model, views, m, labels, mode, steps=steps,
                                              baseline=baseline, max_batch=512).auc.mean().item()
@@ -189,7 +208,8 @@ class Sanity:
 
 def sanity_table(task: SceneTask, methods: Sequence[str] = FAMILY, images: int = 32) -> Sanity:
     """Model randomisation, cascading and independent (:mod:`camlib.sanity`), for every method
-    on ``images`` test scenes, maps of the true genus: the checks of :data:`SANITY`."""
+    on ``images`` test scenes, maps of the true genus: the checks of :data:`SANITY`, and the
+    number of images each Spearman mean is over (``*_images``; the fewest for independent)."""
     views, labels = task.views("test")[:images], task.labels("test")[:images]
     table, steps = {}, {}
     for method in methods:
@@ -202,6 +222,10 @@ def sanity_table(task: SceneTask, methods: Sequence[str] = FAMILY, images: int =
             "cascade_spearman": cascade[-1]["spearman"],
             "cascade_ssim": cascade[-1]["ssim"],
             "independent_spearman": sum(row["spearman"] for row in independent) / len(independent),
+            # images whose Spearman is defined (a constant map has none): the means' counts
+            "top_images": cascade[0]["images"],
+            "cascade_images": cascade[-1]["images"],
+            "independent_images": min(row["images"] for row in independent),
         }
         steps[method] = [(row["step"], row["spearman"]) for row in cascade]
     return Sanity(table, steps)
