@@ -166,3 +166,20 @@ def test_torchcam_in_place_relu_gives_grad_cam_of_the_relu_output() -> None:
         with GradCAM(model, target_layer=model[2]) as extractor:
             theirs = extractor([1] * 4, model(images))[0].detach()
         torch.testing.assert_close(theirs, scaled(expected), atol=1e-4, rtol=0)
+
+
+def test_control_maps_know_nothing_of_the_image() -> None:
+    maps = compare.control_maps(3, size=32, seed=4)
+    assert set(maps) == set(compare.CONTROLS)
+    noise, centre = maps["random"], maps["centre"]
+    assert noise.shape == centre.shape == (3, 32, 32)
+    assert torch.equal(noise, compare.control_maps(3, size=32, seed=4)["random"])
+    assert not torch.equal(noise[0], noise[1]) and 0 <= noise.min() and noise.max() <= 1
+    # the bump: the same for every image, symmetric, highest in the middle; standard deviation
+    # 8 pixels (a quarter of 32), pixel centres at -15.5 .. 15.5 from the middle
+    assert torch.equal(centre[0], centre[2])
+    torch.testing.assert_close(centre[0], centre[0].flip(0).T)
+    middle = centre[0, 15:17, 15:17]
+    assert centre[0].max() == middle.max()
+    ratio = centre[0, 15, 23] / centre[0, 15, 15]  # x from -0.5 to 7.5, y stays
+    assert ratio.item() == pytest.approx(math.exp(-(7.5**2 - 0.5**2) / (2 * 8**2)), rel=1e-6)
