@@ -5,8 +5,11 @@
 - :func:`family_maps`: one map per image for each method, at the input's resolution;
 - :func:`metric_table`: deletion and insertion AUC, average drop and increase, the pointing game,
   the share of the map's mass on the object and GT-known localisation at a validated threshold;
-- :func:`sanity_table`: cascading and independent model randomisation, and data randomisation
-  (the same network trained on shuffled labels), as Spearman and SSIM against the trained maps;
+- :func:`sanity_table`: cascading and independent model randomisation, as Spearman and SSIM
+  against the trained maps;
+- :func:`data_randomisation`: a network that memorised shuffled labels against one trained on
+  the true labels; too slow for the chapter, so run from the command line (:func:`main`:
+  ``python -m camlib.compare data-randomisation --seeds 0 1 2 --json PATH``);
 - :func:`summarise` and :func:`markdown_table`: mean and standard deviation over seeds.
 
 What each method adds and what it costs (several instances, layers, heads, passes) is in
