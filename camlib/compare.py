@@ -5,8 +5,11 @@
 - :func:`family_maps`: one map per image for each method, at the input's resolution;
 - :func:`metric_table`: deletion and insertion AUC, average drop and increase, the pointing game,
   the share of the map's mass on the object and GT-known localisation at a validated threshold;
-- :func:`sanity_table`: cascading and independent model randomisation, and data randomisation
-  (the same network trained on shuffled labels), as Spearman and SSIM against the trained maps;
+- :func:`sanity_table`: cascading and independent model randomisation, as Spearman and SSIM
+  against the trained maps;
+- :func:`data_randomisation`: a network that memorised shuffled labels against one trained on
+  the true labels; too slow for the chapter, so run from the command line (:func:`main`:
+  ``python -m camlib.compare data-randomisation --seeds 0 1 2 --json PATH``);
 - :func:`summarise` and :func:`markdown_table`: mean and standard deviation over seeds.
 
 What each method adds and what it costs (several instances, layers, heads, passes) is in
@@ -36,7 +39,9 @@ NAMES = {
     "cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "xgradcam": "XGrad-CAM",
     "layercam": "LayerCAM", "hirescam": "HiResCAM", "eigencam": "Eigen-CAM",
     "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM",
+    "random": "control: random map", "centre": "control: centre map",
 }
+CONTROLS = ("random", "centre")  # maps that know nothing of the image: see control_maps
 GENERA = ("red", "green", "blue", "yellow")  # the ring colours: class = genus of the scene
 LAYER = "features"  # the last feature map of SmallCNN, the one that feeds the pooling
 
@@ -116,6 +121,19 @@ def mass_on(maps: Tensor, masks: Tensor) -> Tensor:
     return torch.where(total > 0, inside / total.clamp_min(1e-12), torch.zeros_like(total))
 
 
+def control_maps(count: int, size: int = 32, seed: int = 0, grid: int = 16) -> dict[str, Tensor]:
+    """Two maps [count, size, size] that know nothing of the image, for the metric table:
+    ``random``, uniform noise on a ``grid`` x ``grid`` lattice (the family's feature grid)
+    upsampled bilinearly, drawn from ``seed``; ``centre``, a Gaussian bump in the middle of the
+    view (standard deviation a quarter of its side), the same for every image."""
+    noise = torch.rand(count, 1, grid, grid, generator=torch.Generator().manual_seed(seed))
+    noise = torch.nn.functional.interpolate(noise, size=(size, size), mode="bilinear",
+                                            align_corners=False)[:, 0]
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    bump = torch.exp(-(x[:, None] ** 2 + x[None] ** 2) / (2 * (size / 4) ** 2))
+    return {"random": noise, "centre": bump.expand(count, size, size).clone()}
+
+
 # --- every metric -----------------------------------------------------------------------------
 
 # metric -> (column title, True where higher is better)
@@ -132,24 +150,28 @@ METRICS = {
 
 def metric_table(
     task: SceneTask, methods: Sequence[str] = FAMILY, steps: int = 16, baseline: str = "mean",
-    tolerance: float = 8.0,
+    tolerance: float = 8.0, controls: bool = False,
 ) -> dict[str, dict[str, float]]:
     """``{method: {metric: value}}`` on the test scenes, maps of the true genus.
 
     Deletion and insertion replace pixels of the 32-pixel view by ``baseline`` in ``steps``
     steps; the pointing game's ``tolerance`` is in pixels of the 128-pixel scene; GT-known
     localisation uses the threshold (ratio of the maximum) that is best on the validation scenes.
+    With ``controls``, the rows of :func:`control_maps` (seed: the task's) come last.
     """
     views, labels, test = task.views("test"), task.labels("test"), task.test
     validation_maps = family_maps(task.model, task.views("validation"), task.labels("validation"),
                                   methods, batch_size=512)
     maps = family_maps(task.model, views, labels, methods, batch_size=512)
+    if controls:
+        size = views.shape[-1]
+        validation_maps |= control_maps(len(task.validation), size, 1000 + task.seed)
+        maps |= control_maps(len(views), size, task.seed)
     everyone = torch.ones(len(task.validation), dtype=torch.bool)
     with torch.no_grad():
         correct = task.model(views).argmax(1) == labels
     table = {}
-    for method in methods:
-        m = maps[method]
+    for method, m in maps.items():
         curves = {
             mode: metrics.perturbation_curve(task.model, views, m, labels, mode, steps=steps,
                                              baseline=baseline, max_batch=512).auc.mean().item()
@@ -179,7 +201,6 @@ SANITY = {
     "cascade_ssim": "all layers: SSIM",
     "independent_spearman": "one layer at a time: mean Spearman",
 }
-DATA_SANITY = {"data_spearman": "shuffled labels: Spearman", "data_ssim": "shuffled labels: SSIM"}
 
 
 @dataclass(frozen=True)
@@ -190,7 +211,8 @@ class Sanity:
 
 def sanity_table(task: SceneTask, methods: Sequence[str] = FAMILY, images: int = 32) -> Sanity:
     """Model randomisation, cascading and independent (:mod:`camlib.sanity`), for every method
-    on ``images`` test scenes, maps of the true genus: the checks of :data:`SANITY`."""
+    on ``images`` test scenes, maps of the true genus: the checks of :data:`SANITY`, and the
+    number of images each Spearman mean is over (``*_images``; the fewest for independent)."""
     views, labels = task.views("test")[:images], task.labels("test")[:images]
     table, steps = {}, {}
     for method in methods:
@@ -203,38 +225,70 @@ def sanity_table(task: SceneTask, methods: Sequence[str] = FAMILY, images: int =
             "cascade_spearman": cascade[-1]["spearman"],
             "cascade_ssim": cascade[-1]["ssim"],
             "independent_spearman": sum(row["spearman"] for row in independent) / len(independent),
+            # images whose Spearman is defined (a constant map has none): the means' counts
+            "top_images": cascade[0]["images"],
+            "cascade_images": cascade[-1]["images"],
+            "independent_images": min(row["images"] for row in independent),
         }
         steps[method] = [(row["step"], row["spearman"]) for row in cascade]
     return Sanity(table, steps)
 
 
 def data_randomisation(
-    task: SceneTask, methods: Sequence[str] = FAMILY, images: int = 32, epochs: int = 5
-) -> tuple[dict[str, dict[str, tuple]], dict[str, float]]:
-    """``({method: {check: (mean, std over the images)}}, the shuffled-label network's
-    accuracies)``: the same network, same budget, trained on the training views with shuffled
-    labels, its maps of the true genus against the trained network's (:data:`DATA_SANITY`)."""
-    views, labels = task.views("test")[:images], task.labels("test")[:images]
-    generator = torch.Generator().manual_seed(task.seed)
-    shuffled = task.train_labels[torch.randperm(len(task.train_labels), generator=generator)]
-    random_model = train(task.train_views, shuffled, task.seed, epochs)
-    with torch.no_grad():
-        fitted = {
-            "training accuracy (shuffled labels)":
-                (random_model(task.train_views).argmax(1) == shuffled).float().mean().item(),
-            "test accuracy": (random_model(task.views("test")).argmax(1) == task.labels("test"))
-            .float().mean().item(),
-        }
-    trained = family_maps(task.model, views, labels, methods)
-    other = family_maps(random_model, views, labels, methods)
+    seed: int, methods: Sequence[str] = FAMILY, n_train: int = 128, n_test: int = 64,
+    epochs: int = 200, batch_size: int = 16, learning_rate: float = 1e-2,
+    widths: tuple[int, ...] = (16, 24, 32, 32),
+) -> dict:
+    """Adebayo et al.'s data randomisation for one seed, JSON-ready.
+
+    New scenes (seed ``40_000 + seed``), their 32-pixel global views, the genus as the label.
+    Two SmallCNNs, the same initial weights and the same budget, are trained on the same
+    ``n_train`` views: one on the true genera, one on the genera shuffled
+    (:func:`camlib.sanity.shuffle_labels`). The check means something only if the second one
+    *memorised* its labels (training accuracy near 1), so both networks' training and test
+    accuracies are reported. For every method, the two networks' maps of the true genus on
+    ``n_test`` held-out scenes are compared per image: Spearman (NaN, for a constant map, left
+    out and the remaining images counted) and SSIM, as mean and standard deviation.
+    """
+    clock = time.perf_counter()
+    scenes = data.make_scenes(n_train + n_test, seed=40_000 + seed)
+    views = data.downsample(scenes.float_images(), 4)
+    genera = scenes.labels // len(data.SPECIES)
+    train, test = slice(0, n_train), slice(n_train, None)
+    fitted = {"true labels": genera[train],
+              "shuffled labels": sanity.shuffle_labels(genera[train], seed)}
+    networks, accuracy = {}, {}
+    for name, labels in fitted.items():
+        networks[name] = sanity.train_scene_model(
+            views[train], labels, seed, epochs, widths, batch_size, len(GENERA), learning_rate)
+        with torch.no_grad():
+            accuracy[name] = {
+                "training accuracy": _accuracy(networks[name](views[train]), labels),
+                "test accuracy": _accuracy(networks[name](views[test]), genera[test]),
+            }
+    trained = family_maps(networks["true labels"], views[test], genera[test], methods)
+    other = family_maps(networks["shuffled labels"], views[test], genera[test], methods)
     table = {}
     for method in methods:
         rho = sanity.spearman(trained[method], other[method])
         rho = rho[torch.isfinite(rho)]
         index = sanity.ssim(trained[method], other[method])
-        table[method] = {"data_spearman": (rho.mean().item(), rho.std().item()),
-                         "data_ssim": (index.mean().item(), index.std().item())}
-    return table, fitted
+        table[method] = {"spearman": [_mean(rho), _std(rho)], "spearman_images": rho.numel(),
+                         "ssim": [_mean(index), _std(index)]}
+    return {"seed": seed, "networks": accuracy, "methods": table,
+            "seconds": time.perf_counter() - clock}
+
+
+def _accuracy(logits: Tensor, labels: Tensor) -> float:
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
+def _mean(values: Tensor) -> float:
+    return values.double().mean().item() if values.numel() else math.nan
+
+
+def _std(values: Tensor) -> float:
+    return values.double().std().item() if values.numel() > 1 else math.nan
 
 
 # --- over seeds -------------------------------------------------------------------------------
@@ -299,3 +353,68 @@ def ranks(summary: dict[str, dict[str, tuple]], metrics_used: dict[str, bool]) -
 
 def _tied(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """``python -m camlib.compare data-randomisation --seeds 0 1 2 --json PATH``: run
+    :func:`data_randomisation` for each seed and write the results, with the date, the machine,
+    the versions and the settings, as JSON (Chapter 5 reads ``camlib/results/``)."""
+    import argparse
+    import datetime
+    import json
+    import os
+    import platform
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m camlib.compare")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("data-randomisation", help="true against shuffled labels")
+    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    run.add_argument("--json", help="where to write the results (default: print them)")
+    run.add_argument("--methods", nargs="+", default=list(FAMILY), choices=FAMILY)
+    run.add_argument("--n-train", type=int, default=128)
+    run.add_argument("--n-test", type=int, default=64)
+    run.add_argument("--epochs", type=int, default=200)
+    run.add_argument("--batch-size", type=int, default=16)
+    run.add_argument("--learning-rate", type=float, default=1e-2)
+    run.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    settings = {"n_train": args.n_train, "n_test": args.n_test, "epochs": args.epochs,
+                "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                "widths": [16, 24, 32, 32], "methods": list(args.methods),
+                "labels": "genus (4 classes)", "threads": args.threads}
+    seeds = []
+    for i, seed in enumerate(args.seeds):
+        result = data_randomisation(seed, args.methods, args.n_train, args.n_test, args.epochs,
+                                    args.batch_size, args.learning_rate)
+        nets = result["networks"]
+        print(f"[{i + 1}/{len(args.seeds)}] seed {seed}: {result['seconds']:.0f} s; training "
+              f"accuracy true {nets['true labels']['training accuracy']:.2f}, shuffled "
+              f"{nets['shuffled labels']['training accuracy']:.2f}", file=sys.stderr, flush=True)
+        seeds.append(result)
+    from . import __version__
+
+    meta = {
+        "command": "python -m camlib.compare " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "camlib": __version__},
+        "settings": settings,
+    }
+    output = {"meta": meta, "seeds": seeds}
+    text = json.dumps(output, indent=1)
+    if args.json:
+        with open(args.json, "w") as handle:
+            handle.write(text + "\n")
+    else:
+        print(text)
+    return output
+
+
+if __name__ == "__main__":
+    main()

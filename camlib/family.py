@@ -29,11 +29,15 @@ from .explain import Explanation, explain
 
 def network_rows(
     model: nn.Module, classifier: nn.Module, images: Tensor, method: str, layer: str | None,
-    batch_size: int | None = None, classes: Tensor | None = None,
+    batch_size: int | None = None, classes: Tensor | None = None, warm_up: bool = True,
 ) -> tuple[dict[str, float], Explanation]:
     """``(cost, explanation)`` of one :func:`camlib.explain` call. Cost per image: rows the whole
     network ran on (``full``), rows the classifier ran on (``evaluations``: whole network or
-    from the layer onward), and the call's ``seconds``."""
+    from the layer onward), and the call's ``seconds``. With ``warm_up``, one uncounted,
+    untimed call on the first image comes first, so the time leaves out one-off set-up."""
+    if warm_up:
+        explain(model, images[:1], method, layer, None if classes is None else classes[:1],
+                batch_size=batch_size)
     counts = {"full": 0, "evaluations": 0}
 
     def count(key: str):

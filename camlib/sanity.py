@@ -245,15 +245,27 @@ def train_scene_model(
     seed: int,
     epochs: int,
     widths: tuple[int, ...] = (16, 24, 32, 32),
+    batch_size: int = 64,
+    classes: int | None = None,
+    learning_rate: float = 1e-2,
 ) -> nn.Module:
-    """A small CAM-ready CNN trained on ``images`` (the only place that depends on
-    :mod:`camlib.enhance`'s training loop)."""
+    """A small CAM-ready CNN (:class:`camlib.enhance.SmallCNN`, ``classes`` outputs, default
+    the 8 scene classes) trained on ``images``: AdamW, one-cycle schedule up to
+    ``learning_rate`` (the only place that depends on :mod:`camlib.enhance`'s training loop)."""
     from . import data, enhance
 
     torch.manual_seed(seed)
-    config = enhance.Config(seed=seed, epochs=epochs, batch_size=64, widths=widths)
-    model = enhance.SmallCNN(len(data.SCENE_CLASSES), widths)
+    config = enhance.Config(seed=seed, epochs=epochs, batch_size=batch_size, widths=widths,
+                            learning_rate=learning_rate)
+    model = enhance.SmallCNN(classes or len(data.SCENE_CLASSES), widths)
     return enhance.train_classifier(model, images, labels, config)
+
+
+def shuffle_labels(labels: Tensor, seed: int) -> Tensor:
+    """``labels`` in a random order drawn from ``seed``: a permutation, so every class keeps
+    its count, but no label is tied to its image any more."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    return labels[order.to(labels.device)]
 
 
 def data_randomisation(
@@ -275,7 +287,7 @@ def data_randomisation(
     views = data.downsample(scenes.float_images(), 4)
     train, test = slice(0, n_train), slice(n_train, None)
     labels = scenes.labels[train]
-    shuffled = labels[torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))]
+    shuffled = shuffle_labels(labels, seed)
     models = {
         "true labels": train_scene_model(views[train], labels, seed, epochs, widths),
         "shuffled labels": train_scene_model(views[train], shuffled, seed, epochs, widths),

@@ -114,3 +114,72 @@ def test_cost_markdown_fills_estimates_for_methods_not_run() -> None:
     assert rows["| CAM"] == "| CAM | 1 (1 whole) | 2.0x |"
     assert rows["| Score-CAM"] == "| Score-CAM | 1281 | about 1280x |"
     assert len(rows) == len(compare.FAMILY)
+
+
+def test_data_randomisation_command_line_writes_the_json(tmp_path) -> None:
+    import json
+
+    path = tmp_path / "data_randomisation.json"
+    compare.main(["data-randomisation", "--seeds", "3", "4", "--json", str(path), "--n-train", "16",
+                  "--n-test", "12", "--epochs", "2", "--methods", "cam", "eigencam"])
+    result = json.loads(path.read_text())
+    assert set(result) == {"meta", "seeds"}
+    assert {"date", "machine", "versions", "settings", "command"} <= set(result["meta"])
+    assert result["meta"]["settings"]["n_train"] == 16 and result["meta"]["settings"]["epochs"] == 2
+    assert [s["seed"] for s in result["seeds"]] == [3, 4]
+    for seed in result["seeds"]:
+        for network in ("true labels", "shuffled labels"):
+            for split, count in (("training accuracy", 16), ("test accuracy", 12)):
+                value = seed["networks"][network][split]
+                assert 0 <= value <= 1 and (value * count) == pytest.approx(round(value * count))
+        assert set(seed["methods"]) == {"cam", "eigencam"}
+        for row in seed["methods"].values():
+            assert 0 <= row["spearman_images"] <= 12
+            assert -1 <= row["ssim"][0] <= 1 and len(row["ssim"]) == 2
+
+
+def test_torchcam_in_place_relu_gives_grad_cam_of_the_relu_output() -> None:
+    """With ReLU(inplace=True) after the hooked convolution, torchcam 0.5 takes activations
+    and gradients both at relu(f): its map is camlib's Grad-CAM of the ReLU module (the same
+    weights without in-place ReLUs), not of the convolution's output f."""
+    from torchcam.methods import GradCAM
+
+    def net(inplace: bool) -> nn.Sequential:
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=inplace),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=inplace),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+
+    def scaled(maps: torch.Tensor) -> torch.Tensor:  # torchcam's ReLU and min-max scaling
+        flat = maps.clamp_min(0).flatten(1)
+        low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+        return ((flat - low) / (high - low)).view_as(maps)
+
+    images = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    reference = net(False)
+    at_f = explain(reference, images, "gradcam", "2", classes=[1] * 4).raw["2"][:, 0]
+    at_relu = explain(reference, images, "gradcam", "3", classes=[1] * 4).raw["3"][:, 0]
+    assert (scaled(at_f) - scaled(at_relu)).abs().max() > 0.1  # the two differ here
+    for inplace, expected in ((False, at_f), (True, at_relu)):
+        model = net(inplace)
+        with GradCAM(model, target_layer=model[2]) as extractor:
+            theirs = extractor([1] * 4, model(images))[0].detach()
+        torch.testing.assert_close(theirs, scaled(expected), atol=1e-4, rtol=0)
+
+
+def test_control_maps_know_nothing_of_the_image() -> None:
+    maps = compare.control_maps(3, size=32, seed=4)
+    assert set(maps) == set(compare.CONTROLS)
+    noise, centre = maps["random"], maps["centre"]
+    assert noise.shape == centre.shape == (3, 32, 32)
+    assert torch.equal(noise, compare.control_maps(3, size=32, seed=4)["random"])
+    assert not torch.equal(noise[0], noise[1]) and 0 <= noise.min() and noise.max() <= 1
+    # the bump: the same for every image, symmetric, highest in the middle; standard deviation
+    # 8 pixels (a quarter of 32), pixel centres at -15.5 .. 15.5 from the middle
+    assert torch.equal(centre[0], centre[2])
+    torch.testing.assert_close(centre[0], centre[0].flip(0).T)
+    middle = centre[0, 15:17, 15:17]
+    assert centre[0].max() == middle.max()
+    ratio = centre[0, 15, 23] / centre[0, 15, 15]  # x from -0.5 to 7.5, y stays
+    assert ratio.item() == pytest.approx(math.exp(-(7.5**2 - 0.5**2) / (2 * 8**2)), rel=1e-6)
