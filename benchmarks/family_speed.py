@@ -12,7 +12,8 @@ process. Three parts:
    layer4 output, written out by hand, at the best of three chunk sizes.
 2. Ablation-CAM against pgc's AblationCAM (one call each: pgc's takes about a minute on CPU).
 3. Score-CAM against pgc's and torchcam's ScoreCAM and against the floor: the B x K masked
-   forward passes alone (random inputs of the same shape), at the best batch size of a sweep.
+   forward passes alone (random inputs of the same shape), at the best batch size of a sweep;
+   ``--score-rounds`` interleaved rounds (rotating order), each method's fastest round counts.
 
 Peers run on the first ``--peer-batch`` images (default: all on CPU, 16 on CUDA) and their times
 are scaled per image, which is said in the output. Peak memory: on CUDA max_memory_allocated
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-batch", type=int, default=None, help="images given to the peers (default all; 16 on CUDA)")
     parser.add_argument("--sweep", default=None,
                         help="batch sizes tried for the Score-CAM floor (8,16,32,64; CUDA 32,...,256)")
+    parser.add_argument("--score-rounds", type=int, default=2,
+                        help="interleaved rounds of part 3 (each method's fastest counts)")
     parser.add_argument("--parts", default="1,2,3", help="which parts to run (part 1 always runs)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--quick", action="store_true",
@@ -104,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda: CUDA is not available")
     device = torch.device(args.device)
     if args.quick:
-        args.size, args.rounds, args.batch, args.sweep = 64, 1, 1, "8"
-    rounds = args.rounds or (20 if device.type == "cuda" else 5)
+        args.size, args.rounds, args.batch, args.sweep, args.score_rounds = 64, 1, 1, "8", 1
+    rounds = args.rounds or (20 if device.type == "cuda" else 15)
     args.sweep = args.sweep or ("32,64,128,256" if device.type == "cuda" else "8,16,32,64")
     peer_batch = min(args.batch, args.peer_batch or (16 if device.type == "cuda" else args.batch))
     wall = time.perf_counter()
@@ -222,33 +225,54 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
             for start in range(0, forwards, best):
                 model(masked[: min(best, forwards - start)])
 
-    s, peak, _ = measure(floor, device, glibc)
-    floor_entry = row("3", f"floor: {forwards} masked forwards at batch {best}", s, peak, args.batch)
-    s, peak, ours = measure(lambda: camlib.explain(model, x, method="scorecam", layers="layer4", classes=top1,
-                                                   batch_size=best), device, glibc)
-    f = camlib.Explainer(model, "scorecam", "layer4").capture(x).activations["layer4"].flatten(2)
-    constant = int((f.amax(2) == f.amin(2)).sum())
-    score_entry = row("3", f"camlib scorecam (batch_size {best})", s, peak, args.batch,
-                      constant_channels=constant, x_floor=s / floor_entry["seconds"])
+    calls = {f"floor: {forwards} masked forwards at batch {best}": floor,
+             f"camlib scorecam (batch_size {best})": lambda: camlib.explain(
+                 model, x, method="scorecam", layers="layer4", classes=top1, batch_size=best)}
+    images = {name: args.batch for name in calls}
     if not args.quick:
         pgc_model = copy.deepcopy(model)
-        with pgc.ScoreCAM(model=pgc_model, target_layers=[pgc_model.layer4]) as extractor:
-            extractor.batch_size = best
-            s, peak, theirs = measure(lambda: extractor(input_tensor=xp, targets=targets), device, glibc)
-        entry = row("3", f"pgc ScoreCAM (batch_size {best})", s, peak, peer_batch)
-        entry["agreement_r_min"] = pearson(ours.maps[:peer_batch, 0], torch.as_tensor(theirs))
+        pgc_extractor = pgc.ScoreCAM(model=pgc_model, target_layers=[pgc_model.layer4])
+        pgc_extractor.batch_size = best
         from torchcam.methods import ScoreCAM
 
         tc_model = copy.deepcopy(model)
-        with ScoreCAM(tc_model, target_layer="layer4", batch_size=best, input_shape=tuple(x.shape[1:])) as extractor:
-            def torchcam_call():
-                with torch.no_grad():
-                    scores = tc_model(xp)
-                return extractor(class_idx=top1[:peer_batch].tolist(), scores=scores)[0]
-            s, peak, theirs = measure(torchcam_call, device, glibc)
-        entry = row("3", f"torchcam ScoreCAM (batch_size {best})", s, peak, peer_batch)
+        tc_extractor = ScoreCAM(tc_model, target_layer="layer4", batch_size=best,
+                                input_shape=tuple(x.shape[1:]))
+
+        def torchcam_call():
+            with torch.no_grad():
+                scores = tc_model(xp)
+            return tc_extractor(class_idx=top1[:peer_batch].tolist(), scores=scores)[0]
+
+        calls[f"pgc ScoreCAM (batch_size {best})"] = lambda: pgc_extractor(input_tensor=xp, targets=targets)
+        calls[f"torchcam ScoreCAM (batch_size {best})"] = torchcam_call
+        images.update({name: peer_batch for name in list(calls)[2:]})
+    # Interleaved rounds, rotating the order; each method's fastest round and lowest peak count
+    # (single calls of about a minute each drift with the machine's speed by up to 10-20%).
+    names = list(calls)
+    runs = {name: [] for name in names}
+    for r in range(args.score_rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            runs[name].append(measure(calls[name], device, glibc))
+    if not args.quick:
+        tc_extractor.remove_hooks()
+        pgc_extractor.__exit__(None, None, None)
+    entries = {}
+    for name in names:
+        s = min(run[0] for run in runs[name])
+        peak = min(run[1] for run in runs[name])
+        entries[name] = row("3", name, s, peak, images[name], rounds=[run[0] for run in runs[name]])
+    floor_entry, score_entry = entries[names[0]], entries[names[1]]
+    ours = runs[names[1]][-1][2]
+    f = camlib.Explainer(model, "scorecam", "layer4").capture(x).activations["layer4"].flatten(2)
+    score_entry["constant_channels"] = int((f.amax(2) == f.amin(2)).sum())
+    score_entry["x_floor"] = score_entry["seconds"] / floor_entry["seconds"]
+    if not args.quick:
+        theirs = runs[names[2]][-1][2]
+        entries[names[2]]["agreement_r_min"] = pearson(ours.maps[:peer_batch, 0], torch.as_tensor(theirs))
+        theirs = runs[names[3]][-1][2]
         low = camlib.postprocess.normalize(ours.raw["layer4"][:peer_batch, 0].clamp_min(0))
-        entry["agreement_r_min"] = pearson(low, theirs.detach())
+        entries[names[3]]["agreement_r_min"] = pearson(low, theirs.detach())
     return score_entry
 
 
@@ -300,6 +324,7 @@ def meta_of(args, device, rounds, peer_batch, glibc_fixed, load, wall) -> dict:
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "device": device.type, "device_name": device_name(device), "threads": torch.get_num_threads(),
         "batch": args.batch, "peer_batch": peer_batch, "size": args.size, "rounds": rounds,
+        "score_rounds": args.score_rounds,
         "model": "torchvision resnet18(weights=None), torch.manual_seed(0), eval, layer4, top-1 classes",
         "glibc_mmap_threshold_fixed": glibc_fixed,
         "other_processes_cpu_share": load.share(), "versions": versions(),
@@ -312,7 +337,8 @@ def markdown(meta: dict, rows: list[dict], summary: dict) -> str:
     lines = [
         f"**{meta['date']}** · torch {meta['versions']['torch']} · {meta['device_name']} · {meta['threads']} "
         f"threads · ResNet-18 (random weights), layer4 · batch {meta['batch']} (peers: {meta['peer_batch']}) · "
-        f"{meta['size']}x{meta['size']} · part 1: {meta['rounds']} interleaved rounds",
+        f"{meta['size']}x{meta['size']} · part 1: {meta['rounds']} interleaved rounds (median) · part 3: "
+        f"{meta['score_rounds']} interleaved rounds (fastest)",
         "",
         "| part | method | s | images | s / image | peak MiB | note |",
         "|---|---|---:|---:|---:|---:|---|",

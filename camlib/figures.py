@@ -156,7 +156,7 @@ def plot_threshold_curve(runs: Sequence[dict], zhou_ratio: float = 0.2) -> Figur
         ax.errorbar(ratios, values.mean(0), yerr=values.std(0, ddof=1), marker="o", ms=3, capsize=2, label=label)
     ax.axvline(zhou_ratio, color="grey", ls=":", lw=1)
     ax.text(zhou_ratio + 0.01, 5, "Zhou et al.'s 0.2", fontsize=8, color="grey")
-    ax.set_xlabel("threshold (fraction of the map's maximum)")
+    ax.set_xlabel("threshold (fraction of the map's range, min to max)")
     ax.set_ylabel("%")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8, loc="upper left")
