@@ -94,6 +94,25 @@ def test_student_versions_hold_stubs_and_no_solution_or_hidden_check() -> None:
                 assert f'raise NotImplementedError("Exercise {exercise}:' in cell.source
 
 
+BOOK_LINE_LIMIT = 88  # the book's rule for every code line a reader sees
+
+
+def test_student_versions_keep_code_lines_within_the_book_limit() -> None:
+    """The student versions are pages of the book: no code line past 88 characters."""
+    long_lines = []
+    for name in NOTEBOOKS:
+        student = nbformat.read(ROOT / "coursework" / "student" / f"{name}.ipynb", as_version=4)
+        for cell in student.cells:
+            if cell.cell_type != "code":
+                continue
+            for number, line in enumerate(cell.source.split("\n"), start=1):
+                if len(line) > BOOK_LINE_LIMIT:
+                    long_lines.append(f"{name}, cell {cell.id!r}, line {number}: {len(line)} chars")
+    assert long_lines == [], (
+        f"{len(long_lines)} code lines longer than {BOOK_LINE_LIMIT} characters "
+        "(rewrap them in coursework/source/ and regenerate):\n" + "\n".join(long_lines))
+
+
 def test_generator_rejects_malformed_sources(tmp_path: Path) -> None:
     nb = nbformat.read(ROOT / "coursework" / "source" / "ex04_enhanced.ipynb", as_version=4)
     solution = next(c for c in nb.cells if "solution" in c.metadata.get("tags", []))
