@@ -182,6 +182,8 @@ class Experiment:
     localisation: dict[str, dict[str, float]] = field(default_factory=dict)
     threshold_curve: list[dict[str, float]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    peak_side: float = float("nan")  # the peak window's side, in scene pixels
+    validated_ratio: float = float("nan")  # the threshold chosen on the validation scenes
     # trained models and test scenes, for figures; not part of the saved results
     artifacts: dict = field(default_factory=dict, repr=False)
 
@@ -290,13 +292,13 @@ def run_experiment(config: Config = Config(), progress: bool = False) -> Experim
         if on_validation > best:
             best_ratio, best = ratio, on_validation
     result.localisation["Zhou threshold (0.2)"] = localisation(true_class_maps, test.boxes, test.masks, correct, config.ratio)
-    # one key for every seed (seeds may validate different ratios: artifacts["validated_ratio"])
+    # one key for every seed (seeds may validate different ratios: validated_ratio)
     result.localisation["validated threshold"] = localisation(
         true_class_maps, test.boxes, test.masks, correct, best_ratio)
     result.seconds["localisation"] = time.perf_counter() - clock
     result.seconds["total"] = time.perf_counter() - started
-    result.artifacts = {"stage1": stage1, "stage2": cam_net, "stage2_grouped": stage2, "test": test,
-                        "validated_ratio": best_ratio, "peak_side": peak_side}
+    result.peak_side, result.validated_ratio = peak_side, best_ratio
+    result.artifacts = {"stage1": stage1, "stage2": cam_net, "stage2_grouped": stage2, "test": test}
     bar.close()
     return result
 
@@ -387,8 +389,10 @@ def zoom_in(model: nn.Module, photo: Tensor, preprocessing, ratio: float = 0.2, 
 # --- several seeds, and the command line ---------------------------------------------------------
 
 
-def summarise(experiments: Sequence[Experiment]) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean and standard deviation over seeds of every accuracy and localisation figure."""
+def summarise(experiments: Sequence[Experiment | dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean and standard deviation over seeds of every accuracy and localisation figure; each
+    seed an :class:`Experiment` or its :meth:`Experiment.to_dict` (as read from a results file)."""
+    runs = [e if isinstance(e, dict) else e.to_dict() for e in experiments]
 
     def stats(values: list[float]) -> dict[str, float]:
         tensor = torch.tensor(values, dtype=torch.float64)
@@ -397,9 +401,9 @@ def summarise(experiments: Sequence[Experiment]) -> dict[str, dict[str, dict[str
 
     table: dict[str, dict[str, dict[str, float]]] = {}
     for section in ("accuracy", "localisation"):
-        for policy in getattr(experiments[0], section):
-            for metric in getattr(experiments[0], section)[policy]:
-                values = [getattr(e, section)[policy][metric] for e in experiments]
+        for policy in runs[0][section]:
+            for metric in runs[0][section][policy]:
+                values = [run[section][policy][metric] for run in runs]
                 table.setdefault(f"{section}: {policy}", {})[metric] = stats(values)
     return table
 
@@ -435,8 +439,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         cells = ", ".join(f"{m} {v['mean']:.3f} +- {v['std']:.3f}" for m, v in values.items() if not math.isnan(v["mean"]))
         print(f"{row}: {cells}")
     if args.json:
+        import datetime
+        import os
+        import platform
+        import sys
+
+        from . import __version__
+
+        results["meta"] = {
+            "command": "python -m camlib.enhance " + " ".join(sys.argv[1:] if argv is None else argv),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+            "threads": torch.get_num_threads(),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "camlib": __version__},
+        }
         with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=1)
+            handle.write(json.dumps(results, indent=1) + "\n")
         print(f"wrote {args.json}")
 
 

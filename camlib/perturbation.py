@@ -42,7 +42,9 @@ def scorecam(inputs: MethodInputs) -> Tensor:
     for start in tqdm(chunks, desc="Score-CAM", disable=not inputs.progress):
         b, k = pairs[start : start + batch].unbind(1)
         masks = normalize(upsample(f[b, k], tuple(images.shape[-2:])))  # [n, H, W]
-        logits = inputs.forward(images[b] * masks[:, None].to(images.dtype))
+        masked = images.index_select(0, b).mul_(masks[:, None].to(images.dtype))
+        logits = inputs.forward(masked)
+        del masked, masks  # freed before the next chunk's are made
         scores[b, k] = logits.gather(1, classes[b]).to(scores.dtype)
     weights = scores.softmax(dim=1)  # over channels
     return torch.einsum("bkhw,bkt->bthw", f, weights.to(f.dtype))
