@@ -113,26 +113,50 @@ def _scene_chunk(n: int, size: int, radius: tuple[int, int], ring_width: int,
     margin = outer + 1
     cx = margin + torch.rand((n, 1, 1), generator=generator) * (size - 2 * margin)
     cy = margin + torch.rand((n, 1, 1), generator=generator) * (size - 2 * margin)
-    distance2 = (xs - cx) ** 2 + (ys - cy) ** 2
-    disc, masks = distance2 <= r ** 2, distance2 <= outer ** 2
-    layer.masked_fill_(masks, count + 2).masked_fill_(disc, count + 1)
     genus = torch.randint(0, len(RING_COLOURS), (n,), generator=generator)
     species = torch.randint(0, len(SPECIES), (n,), generator=generator)
     # Colours are quantised to bytes early, so the full-size selections below move bytes.
     palette = torch.rand((n, count + 3, 3), generator=generator)
     palette[:, count + 2] = torch.tensor(RING_COLOURS)[genus]
-    index = layer.long().view(n, 1, size * size).expand(n, 3, size * size)
-    pixels = _to_bytes(palette.transpose(1, 2)).gather(2, index).view(n, 3, size, size)
+    palette = _to_bytes(palette.transpose(1, 2))  # [n, 3, D + 3]
     gradient = (xs + ys).unsqueeze(0) / (2 * size)
-    background = (_uniform(generator, (n, 3, 1, 1), 0.25, 0.6) + _uniform(generator, (n, 3, 1, 1), -0.15, 0.15) * gradient
-                  + 0.03 * torch.randn((n, 1, size, size), generator=generator))
-    phase = torch.randint(0, 4, (n, 1, 1), generator=generator)
-    coordinate = torch.where(species.view(n, 1, 1) == 0, ys.expand(n, size, size), xs.expand(n, size, size))
-    dark = ((coordinate.long() + phase) // 2) % 2 == 1
-    stripes = torch.where(dark, _to_bytes(torch.tensor(0.15)), _to_bytes(torch.tensor(0.85))).unsqueeze(1)
-    pixels = torch.where(layer.unsqueeze(1) == 0, _to_bytes(background), pixels)
-    pixels = torch.where(disc.unsqueeze(1), stripes, pixels)
+    base = _uniform(generator, (n, 3, 1, 1), 0.25, 0.6)
+    tilt = _uniform(generator, (n, 3, 1, 1), -0.15, 0.15)
+    noise = torch.randn((n, 1, size, size), generator=generator)
+    phase = torch.randint(0, 4, (n,), generator=generator)
+    # The stripes depend on the species and the phase alone: 8 patterns, looked up.
+    stripes = _stripe_patterns(size)[species * 4 + phase]  # [n, S, S] bytes
+    # All random numbers are drawn; the full-size work runs in blocks of scenes, so that
+    # the float images stay in cache (the same operations as on the whole chunk at once).
+    masks = torch.empty((n, size, size), dtype=torch.bool)
+    pixels = torch.empty((n, 3, size, size), dtype=torch.uint8)
+    for start in range(0, n, _BLOCK):
+        part = slice(start, start + _BLOCK)
+        distance2 = (xs - cx[part]) ** 2 + (ys - cy[part]) ** 2
+        disc, masks[part] = distance2 <= r[part] ** 2, distance2 <= outer[part] ** 2
+        layer[part].masked_fill_(masks[part], count + 2).masked_fill_(disc, count + 1)
+        index = layer[part].long().view(-1, 1, size * size).expand(-1, 3, size * size)
+        drawn = palette[part].gather(2, index).view(-1, 3, size, size)
+        background = base[part] + tilt[part] * gradient + 0.03 * noise[part]
+        painted = torch.where(layer[part, None] == 0, _to_bytes(background), drawn)
+        pixels[part] = torch.where(disc[:, None], stripes[part, None], painted)
     return pixels, genus * len(SPECIES) + species, mask_to_box(masks), masks
+
+
+_BLOCK = 64  # scenes painted at a time
+
+
+def _stripe_patterns(size: int) -> Tensor:
+    """[8, S, S] bytes: pattern ``4 * species + phase``, dark where ``((coordinate + phase) // 2)``
+    is odd, the coordinate being the row for horizontal stripes and the column for vertical."""
+    grid = torch.arange(size)
+    patterns = []
+    for species in range(len(SPECIES)):
+        coordinate = (grid.view(size, 1) if species == 0 else grid.view(1, size)).expand(size, size)
+        for phase in range(4):
+            dark = ((coordinate + phase) // 2) % 2 == 1
+            patterns.append(torch.where(dark, _to_bytes(torch.tensor(0.15)), _to_bytes(torch.tensor(0.85))))
+    return torch.stack(patterns)
 
 
 def _to_bytes(values: Tensor) -> Tensor:
