@@ -159,9 +159,12 @@ def metric_table(
     localisation uses the threshold (ratio of the maximum) that is best on the validation scenes.
     With ``controls``, the rows of :func:`control_maps` (seed: the task's) come last.
     """
-    views, labels, test = task.views("test"), task.labels("test"), task.test
-    validation_maps = family_maps(task.model, task.views("validation"), task.labels("validation"),
-                                  methods, batch_size=512)
+    # channels-last views: the small CNN's convolutions run about twice as fast on the CPU
+    # (the same numbers up to float rounding, about 1e-7)
+    fast = torch.channels_last
+    views, labels, test = task.views("test").contiguous(memory_format=fast), task.labels("test"), task.test
+    validation_maps = family_maps(task.model, task.views("validation").contiguous(memory_format=fast),
+                                  task.labels("validation"), methods, batch_size=512)
     maps = family_maps(task.model, views, labels, methods, batch_size=512)
     if controls:
         size = views.shape[-1]
@@ -323,7 +326,8 @@ def markdown_table(summary: dict[str, dict[str, tuple]], columns: dict[str, str]
         cells = []
         for metric in columns:
             mean, std = row[metric]
-            cell = f"{mean:.{digits}f} ± {std:.{digits}f}"
+            # + 0.0 turns a mean that rounds to -0 into 0 (no "-0.000" in the table)
+            cell = f"{round(mean, digits) + 0.0:.{digits}f} ± {std:.{digits}f}"
             cells.append(f"**{cell}**" if method in winners.get(metric, ()) else cell)
         lines.append(f"| {NAMES.get(method, method)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
