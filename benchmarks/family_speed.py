@@ -297,10 +297,11 @@ def summarise(rows: list[dict], names: list[str], ablation_speedup, score_entry)
     by = {r["method"]: r for r in rows if r["part"] == "1"}
     floors = [r for r in rows if r["part"] == "1" and r["method"].startswith("floor")]
     gradient = [r for r in rows if r["part"] == "1" and r["method"].startswith("camlib")
-                and r["method"] != "camlib ablationcam"]
+                and r["method"] not in ("camlib ablationcam", "camlib eigencam")]
     floor = min(r["x_plain_time"] for r in floors)
     summary = {
         "gradient methods, worst x plain forward": max(r["x_plain_time"] for r in gradient),
+        "camlib eigencam x plain forward": by["camlib eigencam"]["x_plain_time"],
         "camlib ablationcam x plain forward": by["camlib ablationcam"]["x_plain_time"],
         "Ablation-CAM floor (best of the sweep) x plain forward": floor,
         "camlib ablationcam x its floor": by["camlib ablationcam"]["x_plain_time"] / floor,
