@@ -212,7 +212,8 @@ class Explainer:
                 activations=activations.detach(),
                 classes=classes,
                 gradients=capture.gradients(classes)[layer] if method.needs_gradients else None,
-                head=self._head(layer, activations, capture.logits) if method.needs_head else None,
+                head=self._head(layer, activations, capture.logits, required=method.needs_head)
+                if method.needs_head or method.wants_head else None,
                 logits=logits,
                 images=capture.images if method.needs_forward else None,
                 forward=self._forward if method.needs_forward else None,
@@ -235,9 +236,17 @@ class Explainer:
             self._recorder.attach()
         return self._recorder
 
-    def _head(self, layer: str, features: Tensor, logits: Tensor) -> LinearHead:
+    def _head(self, layer: str, features: Tensor, logits: Tensor, required: bool = True
+              ) -> LinearHead | None:
+        """The GAP + linear head after ``layer``, checked on this batch; if the layer does not
+        feed one, a ValueError when ``required``, else None."""
         if layer not in self._heads:
-            self._heads[layer] = find_linear_head(self.model, layer, features, logits)
+            try:
+                self._heads[layer] = find_linear_head(self.model, layer, features, logits)
+            except ValueError:
+                if required:
+                    raise
+                return None
         return self._heads[layer]
 
 

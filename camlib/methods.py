@@ -41,7 +41,7 @@ class MethodInputs:
     activations: Tensor  # [B, K, h, w]: the layer's K feature maps f_k
     classes: Tensor  # [B, T]: T classes c per image
     gradients: Tensor | None = None  # [B, T, K, h, w]: d S_c / d f_k
-    head: LinearHead | None = None
+    head: LinearHead | None = None  # needs_head; or wants_head, when the layer feeds one
     logits: Tensor | None = None  # [B, num_classes]: S of the unchanged images
     images: Tensor | None = None  # [B, C, H, W]: the input (needs_forward)
     # images [N, C, H, W] -> logits [N, num_classes], eval mode, no graph (needs_forward)
@@ -61,6 +61,7 @@ class Method:
     needs_head: bool = False
     needs_forward: bool = False
     needs_tail: bool = False
+    wants_head: bool = False  # the GAP + linear head if the layer feeds one, else None
 
 
 METHODS: dict[str, Method] = {}
@@ -73,12 +74,13 @@ def register(
     needs_head: bool = False,
     needs_forward: bool = False,
     needs_tail: bool = False,
+    wants_head: bool = False,
 ):
     """Decorator that adds a method to :data:`METHODS` under ``name``."""
 
     def add(compute: Callable[[MethodInputs], Tensor]) -> Callable[[MethodInputs], Tensor]:
         METHODS[name] = Method(
-            name, compute, needs_gradients, needs_head, needs_forward, needs_tail
+            name, compute, needs_gradients, needs_head, needs_forward, needs_tail, wants_head
         )
         return compute
 

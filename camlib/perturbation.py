@@ -16,6 +16,9 @@ from .postprocess import normalize, upsample
 
 SCORE_BATCH = 32  # masked images per forward pass unless batch_size says otherwise
 ABLATION_BYTES = 16 * 2**20  # ablated layer outputs per pass unless batch_size says otherwise
+# Ablation-CAM at a layer that feeds GAP + linear: the ablations in closed form (exact); False
+# runs the tail on the ablated copies there too (tests and benchmarks compare the two)
+GAP_SHORTCUT = True
 
 
 @register("scorecam", needs_forward=True)
@@ -50,13 +53,16 @@ def scorecam(inputs: MethodInputs) -> Tensor:
     return torch.einsum("bkhw,bkt->bthw", f, weights.to(f.dtype))
 
 
-@register("ablationcam", needs_tail=True)
+@register("ablationcam", needs_tail=True, wants_head=True)
 def ablationcam(inputs: MethodInputs) -> Tensor:
     """Ablation-CAM, Desai & Ramaswamy (2020): ``w_k^c = (S_c - S_c^{(k)}) / S_c``.
 
     ``M_c = sum_k w_k^c f_k``; ``S_c^{(k)}`` is the class score with channel ``k`` of the layer
-    set to zero. The network runs from the layer onward on the ablated copies, ``batch_size``
-    per image at a time (by default about 16 MiB of them per pass, which stays in cache). A
+    set to zero. Where the layer feeds global average pooling and one linear layer (checked on
+    the batch, as for CAM), zeroing ``f_k`` lowers ``S_c`` by exactly ``w_k^c mean(f_k)``, so
+    every ablation is computed in closed form, with no extra pass (:data:`GAP_SHORTCUT`).
+    Elsewhere the network runs from the layer onward on the ablated copies, ``batch_size`` per
+    image at a time (by default about 16 MiB of them per pass, which stays in cache). A
     channel that is already all zero changes nothing when zeroed: its weight is 0 without a
     pass. Where ``S_c = 0`` the weights are 0.
     """
@@ -64,6 +70,13 @@ def ablationcam(inputs: MethodInputs) -> Tensor:
     f, classes = inputs.activations, inputs.classes
     batch, channels = f.shape[:2]
     score = inputs.logits.gather(1, classes)[:, None, :]  # [B, 1, T]
+    if GAP_SHORTCUT and inputs.head is not None:
+        pooled = inputs.head.pooled_features(f).mean(dim=(-2, -1))  # [B, K]
+        drop = inputs.head.weight[classes] * pooled[:, None, :]  # [B, T, K]: S_c - S_c^(k)
+        score = score.transpose(1, 2)  # [B, T, 1]
+        safe = torch.where(score != 0, score, torch.ones_like(score))
+        weights = torch.where(score != 0, drop / safe, 0.0)
+        return torch.einsum("bkhw,btk->bthw", f, weights.to(f.dtype))
     ablated_scores = score.expand(batch, channels, -1).clone()  # [B, K, T]: dead channels
     pairs = f.flatten(2).ne(0).any(2).nonzero()  # [N, 2]: (image, channel) pairs to ablate
     if inputs.batch_size:

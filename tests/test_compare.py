@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import camlib.perturbation
 from camlib import compare, data, explain, family
 
 
@@ -75,9 +76,15 @@ def test_ranks_average_the_places_over_metrics() -> None:
 
 
 @pytest.mark.parametrize("method, full, at_least", [
-    ("gradcam", 1, 1), ("eigencam", 1, 1), ("scorecam", 1 + 6, 1 + 6), ("ablationcam", 1, 1 + 6),
+    ("gradcam", 1, 1), ("eigencam", 1, 1), ("scorecam", 1 + 6, 1 + 6),
+    ("ablationcam", 1, 1),  # the layer feeds GAP + linear: the ablations in closed form
+    ("ablationcam-reruns", 1, 1 + 6),  # the same with the tail run on each ablated copy
 ])
-def test_network_rows_counts_the_passes_each_method_needs(method: str, full: int, at_least: int) -> None:
+def test_network_rows_counts_the_passes_each_method_needs(method: str, full: int, at_least: int,
+                                                          monkeypatch) -> None:
+    if method == "ablationcam-reruns":
+        monkeypatch.setattr(camlib.perturbation, "GAP_SHORTCUT", False)
+        method = "ablationcam"
     net = tiny_gap_net(channels=6)
     images = torch.rand(2, 3, 8, 8) + 0.1  # no channel of the conv output is constant
     cost, exp = family.network_rows(net, net[3], images, method, "0")

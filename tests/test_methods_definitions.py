@@ -172,7 +172,25 @@ def test_ablation_runs_the_layers_below_once() -> None:
     torch.testing.assert_close(exp.raw["features.2"], expected, rtol=1e-4, atol=1e-5)
 
 
-def test_ablation_skips_all_zero_channels_exactly() -> None:
+def test_ablation_at_a_gap_layer_is_in_closed_form_and_equals_the_reruns() -> None:
+    """Where the layer feeds GAP + linear, zeroing f_k lowers S_c by w_k^c mean(f_k): camlib
+    computes the ablations so, without running the tail; the maps equal whole-network reruns
+    with each channel zeroed by a hook (the definition), also for a ReLU between the layer
+    and the pooling (features.3, whose output the ReLU at features.4 clips)."""
+    net = make_gapnet(12)
+    images = random_images(12, batch=2)
+    for layer in ("features.4", "features.3"):
+        rows_seen = []
+        handle = net.fc.register_forward_pre_hook(lambda m, i: rows_seen.append(i[0].shape[0]))
+        exp = camlib.explain(net, images, method="ablationcam", layers=layer, topk=2)
+        handle.remove()
+        assert rows_seen == [2], rows_seen  # the capture pass only
+        expected = ablation_by_reruns(net, layer, images, exp.classes)
+        torch.testing.assert_close(exp.raw[layer], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_ablation_skips_all_zero_channels_exactly(monkeypatch) -> None:
+    monkeypatch.setattr(camlib.perturbation, "GAP_SHORTCUT", False)  # the reruns at a GAP layer
     net = make_gapnet(12)
     images = random_images(12, batch=2)
     layer = "features.4"  # post-ReLU: some channels of a random net are all zero
