@@ -100,10 +100,11 @@ def weighted_sum(activations: Tensor, channel_weights: Tensor) -> Tensor:
 
 @register("cam", needs_head=True)
 def cam(inputs: MethodInputs) -> Tensor:
-    """Zhou et al. (2016): ``M_c(x, y) = sum_k w_k^c f_k(x, y)``, all T classes in one einsum.
+    """Zhou et al. (2016): ``M_c(x, y) = sum_k w_k^c f_k(x, y)``, all T classes in one
+    einsum.
 
-    ``w^c`` is row ``c`` of the linear classifier that follows global average pooling, so the
-    spatial mean of ``M_c`` plus the bias is exactly the logit of class ``c``.
+    ``w^c`` is row ``c`` of the linear classifier that follows global average pooling,
+    so the spatial mean of ``M_c`` plus the bias is exactly the logit of class ``c``.
     """
     assert inputs.head is not None
     class_weights = inputs.head.weight[inputs.classes]  # [B, T, K]
@@ -113,10 +114,12 @@ def cam(inputs: MethodInputs) -> Tensor:
 
 @register("gradcam", needs_gradients=True)
 def gradcam(inputs: MethodInputs) -> Tensor:
-    """Selvaraju et al. (2017): channel weights are the spatially averaged gradients of the logit.
+    """Selvaraju et al. (2017): channel weights are the spatially averaged gradients of
+    the logit.
 
-    ``alpha_k^c = mean_{x,y} d S_c / d f_k(x, y)`` and ``M_c = sum_k alpha_k^c f_k``. For a
-    GAP + linear head the gradient is ``w_k^c / (h w)`` everywhere, so Grad-CAM = CAM / (h w).
+    ``alpha_k^c = mean_{x,y} d S_c / d f_k(x, y)`` and ``M_c = sum_k alpha_k^c f_k``.
+    For a GAP + linear head the gradient is ``w_k^c / (h w)`` everywhere, so
+    Grad-CAM = CAM / (h w).
     """
     assert inputs.gradients is not None
     channel_weights = inputs.gradients.mean(dim=(-2, -1))  # [B, T, K]

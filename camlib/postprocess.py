@@ -115,15 +115,16 @@ def _span(occupied: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def zhou_boxes(maps: Tensor, ratio: float = 0.2) -> Tensor:
-    """Zhou et al. (2016) localisation: threshold at ``ratio`` of the max, box the largest blob.
+    """Zhou et al. (2016) localisation: threshold at ``ratio`` of the max, box the
+    largest blob.
 
-    ``Explanation.maps`` are min-max scaled, so on them the level is the minimum plus ``ratio``
-    of the range, which is ``ratio`` of the maximum when the ReLU'd map reaches zero (Zhou et
-    al.'s box code divides a clipped map by its maximum).
+    ``Explanation.maps`` are min-max scaled, so on them the level is the minimum plus
+    ``ratio`` of the range, which is ``ratio`` of the maximum when the ReLU'd map
+    reaches zero (Zhou et al.'s box code divides a clipped map by its maximum).
 
-    ``maps`` is ``[..., H, W]`` (usually image-sized maps); returns ``[..., 4]`` long boxes
-    ``(x0, y0, x1, y1)`` with exclusive ends. An all-zero map carries no evidence and gives the
-    whole image.
+    ``maps`` is ``[..., H, W]`` (usually image-sized maps); returns ``[..., 4]`` long
+    boxes ``(x0, y0, x1, y1)`` with exclusive ends. An all-zero map carries no evidence
+    and gives the whole image.
     """
     return mask_to_box(largest_component(threshold_mask(maps, ratio)))
 

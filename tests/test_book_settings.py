@@ -55,3 +55,25 @@ def test_a_malformed_address_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setenv(settings.ENV, "github.com/someone")
     with pytest.raises(ConfigError, match=r"expected a repository address like https://github.com/OWNER/REPO"):
         settings.repository_url()
+
+
+def test_code_a_reader_sees_fits_the_page() -> None:
+    """Visible code cells of the chapters and the library code they include (literalinclude
+    with :pyobject:) keep to 88 characters a line, so the page does not clip them."""
+    import ast
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    long = []
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        for number, cell in enumerate(json.loads(path.read_text())["cells"]):
+            source = "".join(cell["source"])
+            if cell["cell_type"] == "code" and "remove-cell" not in cell["metadata"].get("tags", []):
+                long += [(path.name, number, line) for line in source.splitlines() if len(line) > 88]
+            for module, name in re.findall(r"```\{literalinclude\} \.\./(\S+)\n:pyobject: (\w+)", source):
+                text = (root / module).read_text()
+                node = next(n for n in ast.parse(text).body if getattr(n, "name", None) == name)
+                lines = text.splitlines()[node.lineno - 1 : node.end_lineno]
+                long += [(module, name, line) for line in lines if len(line) > 88]
+    assert not long, long
