@@ -161,10 +161,11 @@ def metric_table(
     """
     # channels-last views: the small CNN's convolutions run about twice as fast on the CPU
     # (the same numbers up to float rounding, about 1e-7)
-    fast = torch.channels_last
-    views, labels, test = task.views("test").contiguous(memory_format=fast), task.labels("test"), task.test
-    validation_maps = family_maps(task.model, task.views("validation").contiguous(memory_format=fast),
-                                  task.labels("validation"), methods, batch_size=512)
+    views, validation_views = (task.views(part).contiguous(memory_format=torch.channels_last)
+                               for part in ("test", "validation"))
+    labels, test = task.labels("test"), task.test
+    validation_maps = family_maps(task.model, validation_views, task.labels("validation"),
+                                  methods, batch_size=512)
     maps = family_maps(task.model, views, labels, methods, batch_size=512)
     if controls:
         size = views.shape[-1]
@@ -367,11 +368,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     :func:`data_randomisation` for each seed and write the results, with the date, the machine,
     the versions and the settings, as JSON (Chapter 5 reads ``camlib/results/``)."""
     import argparse
-    import datetime
     import json
-    import os
-    import platform
     import sys
+
+    from .provenance import record
 
     parser = argparse.ArgumentParser(prog="python -m camlib.compare")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -400,16 +400,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
               f"accuracy true {nets['true labels']['training accuracy']:.2f}, shuffled "
               f"{nets['shuffled labels']['training accuracy']:.2f}", file=sys.stderr, flush=True)
         seeds.append(result)
-    from . import __version__
-
-    meta = {
-        "command": "python -m camlib.compare " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "camlib": __version__},
-        "settings": settings,
-    }
+    meta = {**record("camlib.compare", argv), "settings": settings}
     output = {"meta": meta, "seeds": seeds}
     text = json.dumps(output, indent=1)
     if args.json:

@@ -439,21 +439,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         cells = ", ".join(f"{m} {v['mean']:.3f} +- {v['std']:.3f}" for m, v in values.items() if not math.isnan(v["mean"]))
         print(f"{row}: {cells}")
     if args.json:
-        import datetime
-        import os
-        import platform
-        import sys
+        from .provenance import record
 
-        from . import __version__
-
-        results["meta"] = {
-            "command": "python -m camlib.enhance " + " ".join(sys.argv[1:] if argv is None else argv),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
-            "threads": torch.get_num_threads(),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "camlib": __version__},
-        }
+        results["meta"] = record("camlib.enhance", argv)
         with open(args.json, "w") as handle:
             handle.write(json.dumps(results, indent=1) + "\n")
         print(f"wrote {args.json}")

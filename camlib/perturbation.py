@@ -68,15 +68,24 @@ def ablationcam(inputs: MethodInputs) -> Tensor:
     """
     assert inputs.tail is not None and inputs.logits is not None
     f, classes = inputs.activations, inputs.classes
-    batch, channels = f.shape[:2]
     score = inputs.logits.gather(1, classes)[:, None, :]  # [B, 1, T]
     if GAP_SHORTCUT and inputs.head is not None:
         pooled = inputs.head.pooled_features(f).mean(dim=(-2, -1))  # [B, K]
-        drop = inputs.head.weight[classes] * pooled[:, None, :]  # [B, T, K]: S_c - S_c^(k)
-        score = score.transpose(1, 2)  # [B, T, 1]
-        safe = torch.where(score != 0, score, torch.ones_like(score))
-        weights = torch.where(score != 0, drop / safe, 0.0)
-        return torch.einsum("bkhw,btk->bthw", f, weights.to(f.dtype))
+        weight = inputs.head.weight[classes].transpose(1, 2)  # [B, K, T]: w_k^c
+        drop = pooled[..., None] * weight  # [B, K, T]: S_c - S_c^(k), exactly
+    else:
+        drop = score - _ablated_scores(inputs, score)
+    safe = torch.where(score != 0, score, torch.ones_like(score))
+    weights = torch.where(score != 0, drop / safe, 0.0)
+    return torch.einsum("bkhw,bkt->bthw", f, weights.to(f.dtype))
+
+
+def _ablated_scores(inputs: MethodInputs, score: Tensor) -> Tensor:
+    """``S_c^{(k)}`` [B, K, T] by running the network's tail on the ablated copies; an all-zero
+    channel keeps ``score`` [B, 1, T] without a pass."""
+    assert inputs.tail is not None
+    f, classes = inputs.activations, inputs.classes
+    batch, channels = f.shape[:2]
     ablated_scores = score.expand(batch, channels, -1).clone()  # [B, K, T]: dead channels
     pairs = f.flatten(2).ne(0).any(2).nonzero()  # [N, 2]: (image, channel) pairs to ablate
     if inputs.batch_size:
@@ -91,6 +100,4 @@ def ablationcam(inputs: MethodInputs) -> Tensor:
             variants[torch.arange(b.numel(), device=f.device), k] = 0
             logits = inputs.tail(variants, b)  # [n, num_classes]
             ablated_scores[b, k] = logits.gather(1, classes[b]).to(ablated_scores.dtype)
-    safe = torch.where(score != 0, score, torch.ones_like(score))
-    weights = torch.where(score != 0, (score - ablated_scores) / safe, 0.0)
-    return torch.einsum("bkhw,bkt->bthw", f, weights.to(f.dtype))
+    return ablated_scores

@@ -50,14 +50,14 @@ def shifted_windows(window: Tensor, shifts: Sequence[float], height: int, width:
     holds 0 and ``window`` lies inside the photo."""
     if window.shape != (4,):
         raise ValueError(f"shifted_windows: expected one window [4], got {tuple(window.shape)}")
-    steps = torch.tensor([float(s) for s in shifts], dtype=window.dtype)
+    steps = torch.tensor([float(s) for s in shifts], dtype=window.dtype, device=window.device)
     dy, dx = torch.meshgrid(steps, steps, indexing="ij")
     moves = torch.stack([dx, dy, dx, dy], dim=-1).reshape(-1, 4)
-    moved = window.cpu() + moves
+    moved = window + moves
     tolerance = 1e-3  # a window may carry float rounding at the photo's edge
     inside = ((moved[:, :2] >= -tolerance).all(1) & (moved[:, 2] <= width + tolerance)
               & (moved[:, 3] <= height + tolerance))
-    return moved[inside].to(window.device)
+    return moved[inside]
 
 
 def window_probabilities(model: nn.Module, photo: Tensor, windows: Tensor, preprocessing) -> Tensor:
