@@ -3,8 +3,9 @@
 Pieces (each usable alone): crop windows from CAM boxes, CAM peaks, the centre, random places,
 or the true box as an oracle (the windows and crops themselves are in :mod:`camlib.crops`, the
 small classifier and its grouped form in :mod:`camlib.networks`), the training loop
-(optionally with CAM-guided crops and drops, after WS-DAN), and weakly supervised localisation
-metrics. :func:`run_experiment` runs everything from scratch for one seed, training one stage-2
+(optionally with CAM-guided crops and drops, after WS-DAN: :mod:`camlib.wsdan`), and weakly
+supervised localisation metrics (in :mod:`camlib.metrics`); the same zoom on a real photo is
+:func:`camlib.zoom.zoom_in`. :func:`run_experiment` runs everything from scratch for one seed, training one stage-2
 network per crop policy on that policy's own crops (fair controls); ``python -m camlib.enhance
 --seed 0 1 2 --json results.json`` runs it from the shell.
 """
@@ -27,8 +28,9 @@ from .metrics import localisation  # weakly supervised localisation: one module 
 # windows, crops and the networks live in their own modules; their names stay importable from here
 from .crops import _crop, centred_windows, check_boxes, crop, peak_windows, random_windows  # noqa: F401
 from .crops import square_windows
-from .networks import GroupedCNN, SmallCNN
-from .postprocess import mask_to_box, threshold_mask, to_image_maps, zhou_boxes
+from .networks import GroupedCNN, SmallCNN, channels_last
+from .postprocess import to_image_maps
+from .wsdan import attention_forward, attention_windows, step_cam  # noqa: F401
 
 @dataclass(frozen=True)
 class TwoStage:
@@ -231,7 +233,7 @@ def run_experiment(config: Config = Config(), progress: bool = False) -> Experim
     # Stage 1: the global classifier, and its CAM of the true class on the training scenes.
     clock = time.perf_counter()
     stage1 = _new_net(config, device)
-    train_classifier(stage1, _fast(views["train"]), train.labels, config, progress=bar.update)
+    train_classifier(stage1, channels_last(views["train"]), train.labels, config, progress=bar.update)
     train_windows, train_maps = cam_windows(stage1, views["train"], train.labels, config)
     result.seconds["stage 1"] = time.perf_counter() - clock
 
@@ -244,7 +246,7 @@ def run_experiment(config: Config = Config(), progress: bool = False) -> Experim
     crops = torch.cat([crop(full["train"], w, config.input_size) for w in windows.values()], dim=1)
     stage2 = GroupedCNN([SmallCNN(len(data.SCENE_CLASSES), config.widths) for _ in POLICIES])
     stage2 = stage2.to(device, memory_format=torch.channels_last)
-    train_classifier(stage2, _fast(crops), train.labels, config, progress=bar.update, epochs=config.stage2_epochs,
+    train_classifier(stage2, channels_last(crops), train.labels, config, progress=bar.update, epochs=config.stage2_epochs,
                      batch_size=config.stage2_batch_size)
     del crops
     result.seconds["stage 2 (five networks)"] = time.perf_counter() - clock
@@ -257,7 +259,7 @@ def run_experiment(config: Config = Config(), progress: bool = False) -> Experim
     p_global, labels = pipeline.first, test.labels
     windows = policy_windows(pipeline.maps, pipeline.windows, test.boxes, peak_side, config, generator)
     crops = {name: crop(full["test"], w, config.input_size) for name, w in windows.items()}
-    p_fair = probabilities(stage2, _fast(torch.cat(list(crops.values()), dim=1)))
+    p_fair = probabilities(stage2, channels_last(torch.cat(list(crops.values()), dim=1)))
     result.accuracy["global view (stage 1)"] = _scores(None, p_global, labels)
     for group, (name, policy_crops) in enumerate(crops.items()):
         p_shared = probabilities(cam_net, policy_crops)
@@ -269,8 +271,8 @@ def run_experiment(config: Config = Config(), progress: bool = False) -> Experim
     for variant in config.single_networks:
         clock = time.perf_counter()
         net = _new_net(config, device)
-        forward = _attention_forward(full["train"], config, drop=variant == "crops + drops")
-        train_classifier(net, _fast(views["train"]), train.labels, config, forward, progress=bar.update)
+        forward = attention_forward(full["train"], config, drop=variant == "crops + drops")
+        train_classifier(net, channels_last(views["train"]), train.labels, config, forward, progress=bar.update)
         p_whole = probabilities(net, views["test"])
         maps = cam_maps(net, views["test"], p_whole.argmax(1), config.training_map_size)
         p_zoom = probabilities(net, crop(full["test"], attention_windows(maps, config), config.input_size))
@@ -308,11 +310,6 @@ def _new_net(config: Config, device: torch.device) -> SmallCNN:
     return net.to(device, memory_format=torch.channels_last)
 
 
-def _fast(images: Tensor) -> Tensor:
-    """Channels-last copies: the layout the CPU and GPU convolutions are fastest with."""
-    return images.contiguous(memory_format=torch.channels_last)
-
-
 def _scores(p_crop: Tensor | None, p_global: Tensor | None, labels: Tensor, prefix: str = "") -> dict[str, float]:
     """Accuracy of the crop alone and fused (mean probabilities) with the global view; NaN
     where a column does not apply."""
@@ -324,66 +321,6 @@ def _scores(p_crop: Tensor | None, p_global: Tensor | None, labels: Tensor, pref
 
 def _accuracy(probs: Tensor, labels: Tensor) -> float:
     return (probs.argmax(1) == labels).float().mean().item()
-
-
-def attention_windows(maps: Tensor, config: Config) -> Tensor:
-    """WS-DAN's crop: the box around every pixel above ``attention_ratio`` of the maximum (no
-    connected components), made square with the margin."""
-    boxes = mask_to_box(threshold_mask(maps, config.attention_ratio)).float() * (config.image_size / maps.shape[-1])
-    return square_windows(boxes, config.image_size, config.margin, config.min_side)
-
-
-def step_cam(model: SmallCNN, features: Tensor, classes: Tensor, size: int) -> Tensor:
-    """CAM of ``classes`` [B] from features [B, K, h, w] the training step has already computed
-    (no second forward pass), as [B, size, size] maps; equal to :func:`cam_maps` in eval mode."""
-    weights = model.fc.weight.detach()[classes][:, None]  # [B, T=1, K]
-    raw = torch.einsum("bkhw,btk->bthw", features.detach(), weights)
-    return to_image_maps(raw, (size, size))[:, 0]
-
-
-def _attention_forward(full: Tensor, config: Config, drop: bool) -> Forward:
-    """WS-DAN-style training step: the global view, the crop around the network's own current
-    CAM of the true class and, with ``drop``, the global view with that region erased."""
-
-    def forward(model: SmallCNN, index: Tensor, batch: Tensor, target: Tensor) -> list[Tensor]:
-        features = model.features(batch)
-        outputs = [model.fc(model.pool(features).flatten(1))]
-        # As in WS-DAN, the crop is the box around all pixels above the threshold (no
-        # connected components), made at a coarse resolution: it runs at every step.
-        maps = step_cam(model, features, target, config.training_map_size)
-        outputs.append(model(_fast(_crop(full[index], attention_windows(maps, config), config.input_size))))
-        if drop:
-            view_size = batch.shape[-1]
-            keep = F.interpolate(maps[:, None], size=(view_size, view_size), mode="bilinear") < config.drop_ratio
-            outputs.append(model(batch * keep.to(batch.dtype)))
-        return outputs
-
-    return forward
-
-
-# --- the same zoom on a real photo --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Zoom:
-    window: Tensor  # (x0, y0, x1, y1) in the original photo's pixels
-    before: Tensor  # class probabilities of the whole photo
-    after: Tensor  # class probabilities of the crop
-
-
-def zoom_in(model: nn.Module, photo: Tensor, preprocessing, ratio: float = 0.2, margin: float = 1.25) -> Zoom:
-    """CAM of the whole photo's top class -> Zhou box -> square crop of the *original* photo
-    ([3, H, W] in [0, 1], any size) -> the same classifier again. The box is mapped from the
-    model's input back to the photo through ``preprocessing.to_photo``, so letterbox bars,
-    centre crops and squashing are all undone."""
-    whole = preprocessing(photo[None])
-    exp = explain(model, whole, method="cam", topk=1)
-    height, width = photo.shape[-2:]
-    box = preprocessing.to_photo(zhou_boxes(exp.maps, ratio)[0], height, width)[0]
-    window = square_windows(box[None], (height, width), margin, min_side=32)[0]
-    patch = crop(photo[None], window[None], size=preprocessing.size)
-    after = probabilities(model, preprocessing.normalize(patch))[0]
-    return Zoom(window, exp.logits.softmax(1)[0], after)
 
 
 # --- several seeds, and the command line ---------------------------------------------------------

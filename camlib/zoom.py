@@ -1,4 +1,5 @@
-"""Controls for the real-photo zoom of Chapter 4: same-size windows that the map did not choose.
+"""The real-photo zoom of Chapter 4 (:func:`zoom_in`) and its controls: same-size windows that
+the map did not choose.
 
 A CAM window is worth something only if it beats windows of the same size placed elsewhere:
 cutting any square out of a wide photo also changes the object's size and shape in the input.
@@ -9,12 +10,38 @@ by a pixel or two, which changes nothing a map could mean but resamples every pi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from .crops import crop
+from .crops import crop, square_windows
 from .enhance import probabilities
+from .explain import explain
+from .postprocess import zhou_boxes
+
+
+@dataclass(frozen=True)
+class Zoom:
+    window: Tensor  # (x0, y0, x1, y1) in the original photo's pixels
+    before: Tensor  # class probabilities of the whole photo
+    after: Tensor  # class probabilities of the crop
+
+
+def zoom_in(model: nn.Module, photo: Tensor, preprocessing, ratio: float = 0.2,
+            margin: float = 1.25) -> Zoom:
+    """CAM of the whole photo's top class -> Zhou box -> square crop of the *original* photo
+    ([3, H, W] in [0, 1], any size) -> the same classifier again. The box is mapped from the
+    model's input back to the photo through ``preprocessing.to_photo``, so letterbox bars,
+    centre crops and squashing are all undone."""
+    whole = preprocessing(photo[None])
+    exp = explain(model, whole, method="cam", topk=1)
+    height, width = photo.shape[-2:]
+    box = preprocessing.to_photo(zhou_boxes(exp.maps, ratio)[0], height, width)[0]
+    window = square_windows(box[None], (height, width), margin, min_side=32)[0]
+    patch = crop(photo[None], window[None], size=preprocessing.size)
+    after = probabilities(model, preprocessing.normalize(patch))[0]
+    return Zoom(window, exp.logits.softmax(1)[0], after)
 
 
 def sliding_windows(side: float, height: int, width: int, count: int = 8) -> Tensor:
@@ -62,6 +89,6 @@ def shifted_windows(window: Tensor, shifts: Sequence[float], height: int, width:
 
 def window_probabilities(model: nn.Module, photo: Tensor, windows: Tensor, preprocessing) -> Tensor:
     """Class probabilities ``[N, classes]`` of each window cut from ``photo`` ([3, H, W] in
-    [0, 1]) and resized to the model's input, exactly as :func:`camlib.enhance.zoom_in` does."""
+    [0, 1]) and resized to the model's input, exactly as :func:`zoom_in` does."""
     patches = crop(photo[None].expand(windows.shape[0], -1, -1, -1), windows, preprocessing.size)
     return probabilities(model, preprocessing.normalize(patches))

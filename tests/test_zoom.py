@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from camlib import enhance, models, zoom
+from camlib import models, zoom
 
 
 def test_sliding_windows_span_the_longer_side() -> None:
@@ -24,7 +24,7 @@ def test_sliding_windows_refuse_windows_larger_than_the_photo() -> None:
 def test_window_probabilities_repeat_zoom_in_on_its_own_window(lite0) -> None:
     photo = torch.rand(3, 96, 160, generator=torch.Generator().manual_seed(0))
     prep = models.Preprocessing(size=64)
-    zoomed = enhance.zoom_in(lite0, photo, prep)
+    zoomed = zoom.zoom_in(lite0, photo, prep)
     again = zoom.window_probabilities(lite0, photo, zoomed.window[None], prep)[0]
     torch.testing.assert_close(again, zoomed.after, rtol=1e-4, atol=1e-6)
 
