@@ -66,12 +66,12 @@ class LayoutTrial:
     """Runs chunks of masked images in the faster of two memory layouts, found on the chunks.
 
     Convolutions on the CPU may run much faster on channels-last images (ResNet-18 at 224 x 224
-    on 2 cores: about 25% faster) or slower (at 64 x 64: about 10% slower); it depends on the
-    model, the size and the machine. With at least 2 x :data:`TRIALS` full chunks to run, the
-    first :data:`TRIALS` chunks alternate usual, channels-last, usual, ..., each timed; the
-    layout with the faster best time runs the rest (the usual one unless channels-last is at
-    least 3% faster). Three timings per layout, because one timing on a shared machine can be
-    off by a fifth. Both layouts hold the same numbers, so the results agree up to
+    on 2 cores: a quarter to 40% less time) or slower (at 64 x 64: about 10% more); it depends
+    on the model, the size and the machine. With at least 2 x :data:`TRIALS` full chunks to
+    run, the first :data:`TRIALS` chunks alternate usual, channels-last, usual, ..., each
+    timed; the layout with the faster best time runs the rest (the usual one unless
+    channels-last is at least 3% faster). Three timings per layout, because one timing on a
+    shared machine can be off by a fifth. Both layouts hold the same numbers, so the results agree up to
     floating-point rounding. A model that fails on channels-last input (e.g. a ``view`` that
     needs contiguous memory) gets its chunk again in the usual layout, and the usual layout
     from then on.
