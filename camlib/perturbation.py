@@ -71,10 +71,10 @@ class LayoutTrial:
     run, the first :data:`TRIALS` chunks alternate usual, channels-last, usual, ..., each
     timed; the layout with the faster best time runs the rest (the usual one unless
     channels-last is at least 3% faster). Three timings per layout, because one timing on a
-    shared machine can be off by a fifth. Both layouts hold the same numbers, so the results agree up to
-    floating-point rounding. A model that fails on channels-last input (e.g. a ``view`` that
-    needs contiguous memory) gets its chunk again in the usual layout, and the usual layout
-    from then on.
+    shared machine can be off by a fifth. Both layouts hold the same numbers, so the results
+    agree up to floating-point rounding. A model that fails on channels-last input (e.g. a
+    ``view`` that needs contiguous memory) gets its chunk again in the usual layout, and the
+    usual layout from then on.
     """
 
     TRIALS = 6  # trial chunks; the trial runs only with at least 2 x TRIALS full chunks
