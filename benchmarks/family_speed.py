@@ -16,8 +16,9 @@ process. Three parts:
 3. Score-CAM against pgc's and torchcam's ScoreCAM and against the floor: the B x K masked
    forward passes alone (random inputs of the same shape), at the best batch size of a sweep,
    in the usual and in the channels-last layout (two floor rows; the faster is the floor).
-   camlib runs as a user gets it (its default batch size; its layout trial picks the layout);
-   the peers, which feed the usual layout, at the best batch size for it.
+   camlib runs at its default batch size and at the floor's best; its layout trial picks the
+   layout on the first call for a model, size and batch size, and later calls reuse the choice
+   (both recorded per run); the peers, which feed the usual layout, at the best batch size for it.
    ``--score-rounds`` interleaved rounds (rotating order), each method's fastest round counts.
 
 Peers run on the first ``--peer-batch`` images (default: all on CPU, 16 on CUDA) and their times
@@ -249,7 +250,7 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
     # camlib twice: as a user gets it (its default batch size) and at the floor's best batch
     # size; its layout trial picks the layout in both (recorded per run)
     floor_batch = max(best.values(), key=lambda entry: entry[1])[0]
-    trials, chosen = [], {}
+    trials, chosen, tried = [], {}, {}
     original_init = perturbation.LayoutTrial.__init__
 
     def recording_init(self, *args, **kwargs):
@@ -265,6 +266,7 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
             layout = trials[-1].chosen
             chosen.setdefault(name, []).append(
                 "channels-last" if layout is torch.channels_last else "usual")
+            tried.setdefault(name, []).append(not trials[-1].reused)
             return result
         calls[name] = call
 
@@ -313,6 +315,7 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
         entry["constant_channels"] = int((f.amax(2) == f.amin(2)).sum())
         entry["x_floor"] = entry["seconds"] / min(e["seconds"] for e in floors)
         entry["layouts_chosen"] = chosen[entry["method"]]
+        entry["layout_trial_ran"] = tried[entry["method"]]  # False: the model's remembered choice
     if not args.quick:
         theirs = runs[names[4]][-1][2]
         entries[names[4]]["agreement_r_min"] = pearson(ours_maps.maps[:peer_batch, 0],
@@ -414,7 +417,8 @@ def markdown(meta: dict, rows: list[dict], summary: dict) -> str:
             note.append(f"x{r['x_plain_time']:.2f} plain forward time")
         if "x_floor" in r:
             note.append(f"x{r['x_floor']:.3f} floor; {r['constant_channels']} constant channels scored once; "
-                        f"layout per run: {', '.join(r['layouts_chosen'])}")
+                        f"layout per run: {', '.join(r['layouts_chosen'])} (trial ran: "
+                        f"{', '.join('yes' if t else 'no' for t in r['layout_trial_ran'])})")
         if "agreement_r_min" in r:
             note.append(f"r with camlib >= {r['agreement_r_min']:.5f}")
         if "agreement_r_min_tail_reruns" in r:

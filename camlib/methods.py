@@ -46,6 +46,8 @@ class MethodInputs:
     images: Tensor | None = None  # [B, C, H, W]: the input (needs_forward)
     # images [N, C, H, W] -> logits [N, num_classes], eval mode, no graph (needs_forward)
     forward: Callable[[Tensor], Tensor] | None = None
+    # needs_forward: a dict kept per model across calls, for choices worth remembering
+    memory: dict | None = None
     # replacement layer outputs [B, n, K, h, w] -> logits [B, n, num_classes]: the network from
     # this layer onward, with the layer's output replaced by each of the n variants (needs_tail)
     tail: Callable[[Tensor], Tensor] | None = None

@@ -50,7 +50,7 @@ def scorecam(inputs: MethodInputs) -> Tensor:
     pairs = (~constant).nonzero()  # [N, 2]: (image, channel) pairs that need a forward pass
     batch = inputs.batch_size or SCORE_BATCH
     chunks = range(0, pairs.shape[0], batch)
-    trial = LayoutTrial(pairs.shape[0] // batch, images)
+    trial = LayoutTrial(pairs.shape[0] // batch, images, inputs.memory, batch)
     for i, start in enumerate(tqdm(chunks, desc="Score-CAM", disable=not inputs.progress)):
         b, k = pairs[start : start + batch].unbind(1)
         masks = normalize(upsample(f[b, k], tuple(images.shape[-2:])))  # [n, H, W]
@@ -66,7 +66,7 @@ class LayoutTrial:
     """Runs chunks of masked images in the faster of two memory layouts, found on the chunks.
 
     Convolutions on the CPU may run much faster on channels-last images (ResNet-18 at 224 x 224
-    on 2 cores: a quarter to 40% less time) or slower (at 64 x 64: about 10% more); it depends
+    on 2 cores: a quarter to 40% less time) or slower (the same network at 64 x 64); it depends
     on the model, the size and the machine. With at least 2 x :data:`TRIALS` full chunks to
     run, the first :data:`TRIALS` chunks alternate usual, channels-last, usual, ..., each
     timed; the layout with the faster best time runs the rest (the usual one unless
@@ -75,15 +75,26 @@ class LayoutTrial:
     agree up to floating-point rounding. A model that fails on channels-last input (e.g. a
     ``view`` that needs contiguous memory) gets its chunk again in the usual layout, and the
     usual layout from then on.
+
+    The choice is remembered in ``memory`` (the Explainer keeps one dict per model), for images
+    of the same size, type and device at the same batch size: later calls on the same model
+    skip the trial, whatever their number of chunks.
     """
 
     TRIALS = 6  # trial chunks; the trial runs only with at least 2 x TRIALS full chunks
 
-    def __init__(self, full_chunks: int, images: Tensor) -> None:
+    def __init__(self, full_chunks: int, images: Tensor, memory: dict | None = None,
+                 batch: int = 0) -> None:
         self.device = images.device
+        self.memory = memory if LAYOUT_TRIAL else None
+        self.key = ("scorecam layout", tuple(images.shape[1:]), images.dtype, str(self.device),
+                    batch)
+        self.reused = self.memory is not None and self.key in self.memory
         tryable = images.dim() == 4 and self.device.type in ("cpu", "cuda")
         on = LAYOUT_TRIAL and tryable and full_chunks >= 2 * self.TRIALS
         self.chosen: torch.memory_format | None = None if on else torch.contiguous_format
+        if self.reused:
+            self.chosen = self.memory[self.key]
         self.best: dict[torch.memory_format, float] = {}
 
     def run(self, i: int, forward, images: Tensor) -> Tensor:
@@ -98,7 +109,7 @@ class LayoutTrial:
         except RuntimeError:
             if layout is torch.contiguous_format:
                 raise
-            self.chosen = torch.contiguous_format
+            self._choose(torch.contiguous_format)
             return forward(images)
         self._sync()
         seconds = time.perf_counter() - start
@@ -106,8 +117,13 @@ class LayoutTrial:
         if i + 1 == self.TRIALS:
             usual, last = self.best[torch.contiguous_format], self.best[torch.channels_last]
             fast = last < 0.97 * usual
-            self.chosen = torch.channels_last if fast else torch.contiguous_format
+            self._choose(torch.channels_last if fast else torch.contiguous_format)
         return logits
+
+    def _choose(self, layout: torch.memory_format) -> None:
+        self.chosen = layout
+        if self.memory is not None:
+            self.memory[self.key] = layout
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

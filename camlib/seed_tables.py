@@ -13,6 +13,7 @@ same settings, which the file records (``meta.settings``) and the chapter checks
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -53,8 +54,23 @@ def sanity_of(entry: dict) -> compare.Sanity:
     return compare.Sanity(entry["sanity"]["table"], steps)
 
 
-SETTINGS = {"scene_task": "compare.scene_task(seed) defaults", "depths": list(DEPTHS),
-            "depth_methods": list(DEPTH_METHODS), "methods": list(compare.FAMILY)}
+def _defaults(function) -> dict:
+    """The keyword defaults of ``function`` (numbers, strings and tuples), JSON-ready."""
+    return {name: list(p.default) if isinstance(p.default, tuple) else p.default
+            for name, p in inspect.signature(function).parameters.items()
+            if isinstance(p.default, (int, float, str, tuple)) and not isinstance(p.default, bool)}
+
+
+# what a seed's tables depend on besides the code: the functions' defaults, the layers and
+# the methods (the chapter checks that the file was made with the same)
+SETTINGS = {"scene_task": _defaults(compare.scene_task),
+            "metric_table": _defaults(compare.metric_table),
+            "sanity_table": _defaults(compare.sanity_table),
+            "instance_table": _defaults(family.instance_table),
+            "head_table": _defaults(family.head_table),
+            "flatten_head": _defaults(family.flatten_head),
+            "depths": list(DEPTHS), "depth_methods": list(DEPTH_METHODS),
+            "methods": list(compare.FAMILY)}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

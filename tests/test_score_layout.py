@@ -109,3 +109,33 @@ def test_a_model_that_fails_on_channels_last_falls_back_to_the_usual_layout() ->
     assert len(masked) == chunks_of_one(model, images, "features") + 1 >= 12 + 1
     torch.testing.assert_close(tried, scorecam(model, images, trial=False, layer="features"),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_the_choice_is_remembered_per_model_size_and_batch() -> None:
+    model = Recorder(make_gapnet(43), slow=False)  # the usual layout made slow
+    images = random_images(43)
+    first = scorecam(model, images, trial=True, layer="net.features")
+    trials = perturbation.LayoutTrial.TRIALS
+    assert model.seen[1 : 1 + trials] == [False, True] * (trials // 2)
+    model.seen.clear()
+    again = scorecam(model, images[:1], trial=True, layer="net.features")  # fewer chunks
+    assert model.seen[0] is False and all(model.seen[1:])  # no trial: remembered
+    torch.testing.assert_close(again, first[:1], rtol=1e-5, atol=1e-6)
+    model.seen.clear()
+    scorecam(model, random_images(44, size=24), trial=True, layer="net.features")
+    assert model.seen[1 : 1 + trials] == [False, True] * (trials // 2)  # new size: new trial
+    model.seen.clear()
+    scorecam(model, images, trial=False, layer="net.features")  # switched off: usual layout
+    assert not any(model.seen)
+    other = Recorder(make_gapnet(43), slow=False)  # another model: its own trial
+    scorecam(other, images, trial=True, layer="net.features")
+    assert other.seen[1 : 1 + trials] == [False, True] * (trials // 2)
+
+
+def test_a_failing_model_is_remembered_as_usual_only() -> None:
+    recorder = Recorder(ViewHead().eval())
+    images = random_images(45)
+    scorecam(recorder, images, trial=True, layer="net.features")
+    recorder.seen.clear()
+    scorecam(recorder, images, trial=True, layer="net.features")
+    assert not any(recorder.seen)  # not even one channels-last attempt
