@@ -368,10 +368,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     :func:`data_randomisation` for each seed and write the results, with the date, the machine,
     the versions and the settings, as JSON (Chapter 5 reads ``camlib/results/``)."""
     import argparse
-    import json
     import sys
 
-    from .provenance import record
+    from .provenance import record, write
 
     parser = argparse.ArgumentParser(prog="python -m camlib.compare")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -402,12 +401,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         seeds.append(result)
     meta = {**record("camlib.compare", argv), "settings": settings}
     output = {"meta": meta, "seeds": seeds}
-    text = json.dumps(output, indent=1)
-    if args.json:
-        with open(args.json, "w") as handle:
-            handle.write(text + "\n")
-    else:
-        print(text)
+    write(output, args.json)
     return output
 
 

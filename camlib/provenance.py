@@ -1,7 +1,9 @@
-"""Where a results file came from: the command, date, machine and versions that made it."""
+"""Where a results file came from: the command, date, machine and versions that made it; and
+the file itself, written or printed."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import sys
@@ -24,3 +26,13 @@ def record(module: str, argv: Sequence[str] | None = None) -> dict:
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "camlib": __version__},
     }
+
+
+def write(output: dict, path: str | None) -> None:
+    """``output`` as indented JSON into ``path``, or on standard output when ``path`` is None."""
+    text = json.dumps(output, indent=1)
+    if path:
+        with open(path, "w") as handle:
+            handle.write(text + "\n")
+    else:
+        print(text)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from . import compare, family
-from .provenance import record
+from .provenance import record, write
 
 # the layers of the scene network's depth comparison: module name -> what it is
 DEPTHS = {"features.2": "32 x 32, first block", "features.5": "16 x 16, second block",
@@ -91,12 +90,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
               file=sys.stderr, flush=True)
     output = {"meta": {**record("camlib.seed_tables", argv), "settings": SETTINGS},
               "seeds": seeds}
-    text = json.dumps(output, indent=1)
-    if args.json:
-        with open(args.json, "w") as handle:
-            handle.write(text + "\n")
-    else:
-        print(text)
+    write(output, args.json)
     return output
 
 
