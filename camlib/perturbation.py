@@ -37,7 +37,8 @@ def scorecam(inputs: MethodInputs) -> Tensor:
     (softmax over the K channels) and ``M_c = sum_k w_k^c f_k``. That is K forward passes per
     image, run ``batch_size`` masked images at a time, so the B x K masked images never exist
     at once. A constant channel gives an all-zero mask, hence the same all-zero image for every
-    such channel of every image: it is scored once.
+    such channel of every image: it is scored once. The masked images go through the network in
+    the faster memory layout for this model and size (:class:`LayoutTrial`).
     """
     assert inputs.images is not None and inputs.forward is not None and inputs.logits is not None
     f, images, classes = inputs.activations, inputs.images, inputs.classes
