@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from . import data, enhance, metrics, sanity
 from .explain import explain
+from .networks import channels_last
 
 FAMILY = (
     "cam", "gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam",
@@ -161,8 +162,7 @@ def metric_table(
     """
     # channels-last views: the small CNN's convolutions run about twice as fast on the CPU
     # (the same numbers up to float rounding, about 1e-7)
-    views, validation_views = (task.views(part).contiguous(memory_format=torch.channels_last)
-                               for part in ("test", "validation"))
+    views, validation_views = (channels_last(task.views(part)) for part in ("test", "validation"))
     labels, test = task.labels("test"), task.test
     validation_maps = family_maps(task.model, validation_views, task.labels("validation"),
                                   methods, batch_size=512)

@@ -2,12 +2,12 @@
 
 Pieces (each usable alone): crop windows from CAM boxes, CAM peaks, the centre, random places,
 or the true box as an oracle (the windows and crops themselves are in :mod:`camlib.crops`, the
-small classifier and its grouped form in :mod:`camlib.networks`), the training loop
-(optionally with CAM-guided crops and drops, after WS-DAN: :mod:`camlib.wsdan`), and weakly
-supervised localisation metrics (in :mod:`camlib.metrics`); the same zoom on a real photo is
-:func:`camlib.zoom.zoom_in`. :func:`run_experiment` runs everything from scratch for one seed, training one stage-2
-network per crop policy on that policy's own crops (fair controls); ``python -m camlib.enhance
---seed 0 1 2 --json results.json`` runs it from the shell.
+small classifier and its grouped form in :mod:`camlib.networks`), the training loop (optionally
+with CAM-guided crops and drops, after WS-DAN: :mod:`camlib.wsdan`), and weakly supervised
+localisation metrics (in :mod:`camlib.metrics`); the same zoom on a real photo is
+:func:`camlib.zoom.zoom_in`. :func:`run_experiment` runs everything from scratch for one seed,
+training one stage-2 network per crop policy on that policy's own crops (fair controls);
+``python -m camlib.enhance --seed 0 1 2 --json results.json`` runs it from the shell.
 """
 from __future__ import annotations
 
