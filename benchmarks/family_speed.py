@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-batch", type=int, default=None, help="images given to the peers (default all; 16 on CUDA)")
     parser.add_argument("--sweep", default=None,
                         help="batch sizes tried for the Score-CAM floor (8,16,32,64; CUDA 32,...,256)")
-    parser.add_argument("--score-rounds", type=int, default=3,
+    parser.add_argument("--score-rounds", type=int, default=5,
                         help="interleaved rounds of part 3 (each method's fastest counts)")
     parser.add_argument("--parts", default="1,2,3", help="which parts to run (part 1 always runs)")
     parser.add_argument("--json", type=Path, default=None)
@@ -314,6 +314,9 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
     for entry in (default_entry, score_entry):
         entry["constant_channels"] = int((f.amax(2) == f.amin(2)).sum())
         entry["x_floor"] = entry["seconds"] / min(e["seconds"] for e in floors)
+        # the same ratio round by round (each round's faster floor), a check on the drift
+        entry["x_floor_by_round"] = [
+            mine / min(e["rounds"][r] for e in floors) for r, mine in enumerate(entry["rounds"])]
         entry["layouts_chosen"] = chosen[entry["method"]]
         entry["layout_trial_ran"] = tried[entry["method"]]  # False: the model's remembered choice
     if not args.quick:

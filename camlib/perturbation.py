@@ -54,8 +54,11 @@ def scorecam(inputs: MethodInputs) -> Tensor:
     trial = LayoutTrial(pairs.shape[0] // batch, images, inputs.memory, batch)
     for i, start in enumerate(tqdm(chunks, desc="Score-CAM", disable=not inputs.progress)):
         b, k = pairs[start : start + batch].unbind(1)
-        masks = normalize(upsample(f[b, k], tuple(images.shape[-2:])))  # [n, H, W]
-        masked = images.index_select(0, b).mul_(masks[:, None].to(images.dtype))
+        masks = normalize(upsample(f[b, k], tuple(images.shape[-2:])), inplace=True)
+        # X * H_k [n, C, H, W], written straight into the layout that this chunk runs in
+        masked = torch.empty((b.numel(), *images.shape[1:]), dtype=images.dtype,
+                             device=images.device, memory_format=trial.layout(i))
+        torch.mul(images.index_select(0, b), masks[:, None].to(images.dtype), out=masked)
         logits = trial.run(i, inputs.forward, masked)
         del masked, masks  # freed before the next chunk's are made
         scores[b, k] = logits.gather(1, classes[b]).to(scores.dtype)
@@ -98,11 +101,17 @@ class LayoutTrial:
             self.chosen = self.memory[self.key]
         self.best: dict[torch.memory_format, float] = {}
 
-    def run(self, i: int, forward, images: Tensor) -> Tensor:
-        """``forward(images)`` for chunk ``i``, in the chosen layout or the trial's."""
+    def layout(self, i: int) -> torch.memory_format:
+        """The memory layout that chunk ``i`` runs in: the chosen one, or the trial's."""
         if self.chosen is not None:
-            return forward(images.contiguous(memory_format=self.chosen))
-        layout = torch.channels_last if i % 2 else torch.contiguous_format
+            return self.chosen
+        return torch.channels_last if i % 2 else torch.contiguous_format
+
+    def run(self, i: int, forward, images: Tensor) -> Tensor:
+        """``forward(images)`` for chunk ``i``, in :meth:`layout` (a copy unless already so)."""
+        layout = self.layout(i)
+        if self.chosen is not None:
+            return forward(images.contiguous(memory_format=layout))
         self._sync()
         start = time.perf_counter()
         try:
@@ -111,7 +120,7 @@ class LayoutTrial:
             if layout is torch.contiguous_format:
                 raise
             self._choose(torch.contiguous_format)
-            return forward(images)
+            return forward(images.contiguous())
         self._sync()
         seconds = time.perf_counter() - start
         self.best[layout] = min(seconds, self.best.get(layout, seconds))

@@ -21,13 +21,18 @@ def upsample(maps: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Ten
     return resized.reshape(*lead, *resized.shape[-2:])
 
 
-def normalize(maps: Tensor) -> Tensor:
-    """Min-max scale each ``[h, w]`` map to ``[0, 1]``; a flat map becomes all zeros, never NaN."""
+def normalize(maps: Tensor, inplace: bool = False) -> Tensor:
+    """Min-max scale each ``[h, w]`` map to ``[0, 1]``; a flat map becomes all zeros, never NaN.
+
+    ``inplace=True`` overwrites ``maps`` (floating point) with the same numbers, without the
+    three temporaries of its size."""
     low = maps.amin(dim=(-2, -1), keepdim=True)
     spread = maps.amax(dim=(-2, -1), keepdim=True) - low
     has_range = spread > 0
-    scaled = (maps - low) / torch.where(has_range, spread, torch.ones_like(spread))
-    return scaled * has_range
+    divisor = torch.where(has_range, spread, torch.ones_like(spread))
+    if inplace:
+        return maps.sub_(low).div_(divisor).mul_(has_range)
+    return (maps - low) / divisor * has_range
 
 
 def to_image_maps(raw: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Tensor:

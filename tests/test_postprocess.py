@@ -13,10 +13,15 @@ from camlib.postprocess import (
 
 def test_normalize_min_max_and_flat_maps_become_zero(device: torch.device) -> None:
     maps = torch.tensor([[[1.0, 3.0], [2.0, 5.0]], [[4.0, 4.0], [4.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]], device=device)
+    kept = maps.clone()
     got = normalize(maps)
+    assert torch.equal(maps, kept)  # the input is left as it was
     torch.testing.assert_close(got[0], torch.tensor([[0.0, 0.5], [0.25, 1.0]], device=device))
     assert torch.equal(got[1:], torch.zeros_like(got[1:]))
     assert torch.isfinite(got).all()
+    # in place: the same numbers, written into the input itself
+    same = normalize(maps, inplace=True)
+    assert same.data_ptr() == maps.data_ptr() and torch.equal(same, got)
 
 
 def test_to_image_maps_drops_negative_evidence_then_scales() -> None:
