@@ -19,7 +19,9 @@ process. Three parts:
    camlib runs at its default batch size and at the floor's best; its layout trial picks the
    layout on the first call for a model, size and batch size, and later calls reuse the choice
    (both recorded per run); the peers, which feed the usual layout, at the best batch size for it.
-   ``--score-rounds`` interleaved rounds (rotating order), each method's fastest round counts.
+   ``--score-rounds`` interleaved rounds (rotating order), each method's fastest round counts;
+   as a check on the machine's drift, camlib's ratio to the faster floor is also taken round by
+   round (its median is reported beside it).
 
 Peers run on the first ``--peer-batch`` images (default: all on CPU, 16 on CUDA) and their times
 are scaled per image, which is said in the output. Peak memory: on CUDA max_memory_allocated
@@ -250,7 +252,7 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
     # camlib twice: as a user gets it (its default batch size) and at the floor's best batch
     # size; its layout trial picks the layout in both (recorded per run)
     floor_batch = max(best.values(), key=lambda entry: entry[1])[0]
-    trials, chosen, tried = [], {}, {}
+    trials, chosen, tried, timed = [], {}, {}, {}
     original_init = perturbation.LayoutTrial.__init__
 
     def recording_init(self, *args, **kwargs):
@@ -267,6 +269,7 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
             chosen.setdefault(name, []).append(
                 "channels-last" if layout is torch.channels_last else "usual")
             tried.setdefault(name, []).append(not trials[-1].reused)
+            timed.setdefault(name, []).append(trials[-1].timed)
             return result
         calls[name] = call
 
@@ -319,6 +322,7 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
             mine / min(e["rounds"][r] for e in floors) for r, mine in enumerate(entry["rounds"])]
         entry["layouts_chosen"] = chosen[entry["method"]]
         entry["layout_trial_ran"] = tried[entry["method"]]  # False: the model's remembered choice
+        entry["trial_chunks"] = timed[entry["method"]]  # chunks timed by the trial, per run
     if not args.quick:
         theirs = runs[names[4]][-1][2]
         entries[names[4]]["agreement_r_min"] = pearson(ours_maps.maps[:peer_batch, 0],
@@ -377,6 +381,9 @@ def summarise(rows: list[dict], names: list[str], ablation_speedup, score_entrie
     score_entry, default = score_entries
     summary["Score-CAM (the floor's batch size) x floor"] = score_entry["x_floor"]
     summary["Score-CAM (default batch size) x floor"] = default["x_floor"]
+    for label, entry in (("the floor's batch size", score_entry), ("default batch size", default)):
+        summary[f"Score-CAM ({label}) x floor, median of the rounds' ratios"] = (
+            statistics.median(entry["x_floor_by_round"]))
     peers = [r for r in rows if r["part"] == "3" and not r["method"].startswith(("camlib", "floor"))]
     if peers:
         fastest = min(p["seconds_per_image"] for p in peers)
@@ -419,9 +426,11 @@ def markdown(meta: dict, rows: list[dict], summary: dict) -> str:
         if "x_plain_time" in r:
             note.append(f"x{r['x_plain_time']:.2f} plain forward time")
         if "x_floor" in r:
-            note.append(f"x{r['x_floor']:.3f} floor; {r['constant_channels']} constant channels scored once; "
-                        f"layout per run: {', '.join(r['layouts_chosen'])} (trial ran: "
-                        f"{', '.join('yes' if t else 'no' for t in r['layout_trial_ran'])})")
+            by_round = statistics.median(r["x_floor_by_round"])
+            note.append(f"x{r['x_floor']:.3f} floor (median of the rounds' ratios x{by_round:.3f}); "
+                        f"{r['constant_channels']} constant channels scored once; "
+                        f"layout per run: {', '.join(r['layouts_chosen'])} (chunks timed by the trial: "
+                        f"{', '.join(str(t) for t in r['trial_chunks'])})")
         if "agreement_r_min" in r:
             note.append(f"r with camlib >= {r['agreement_r_min']:.5f}")
         if "agreement_r_min_tail_reruns" in r:
