@@ -21,7 +21,9 @@ process. Three parts:
    (both recorded per run); the peers, which feed the usual layout, at the best batch size for it.
    ``--score-rounds`` interleaved rounds (rotating order), each method's fastest round counts;
    as a check on the machine's drift, camlib's ratio to the faster floor is also taken round by
-   round (its median is reported beside it).
+   round (its median is reported beside it), and then in ``--score-blocks`` ABBA blocks (floor,
+   camlib, camlib, floor, then the other way round; camlib at its default batch size, time
+   only), where a drift that is linear over a block cancels.
 
 Peers run on the first ``--peer-batch`` images (default: all on CPU, 16 on CUDA) and their times
 are scaled per image, which is said in the output. Peak memory: on CUDA max_memory_allocated
@@ -105,8 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-batch", type=int, default=None, help="images given to the peers (default all; 16 on CUDA)")
     parser.add_argument("--sweep", default=None,
                         help="batch sizes tried for the Score-CAM floor (8,16,32,64; CUDA 32,...,256)")
-    parser.add_argument("--score-rounds", type=int, default=5,
+    parser.add_argument("--score-rounds", type=int, default=3,
                         help="interleaved rounds of part 3 (each method's fastest counts)")
+    parser.add_argument("--score-blocks", type=int, default=3,
+                        help="ABBA blocks of the faster floor and camlib's Score-CAM (default "
+                             "batch size) after the rounds")
     parser.add_argument("--parts", default="1,2,3", help="which parts to run (part 1 always runs)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--quick", action="store_true",
@@ -117,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if args.quick:
         args.size, args.rounds, args.batch, args.sweep, args.score_rounds = 64, 1, 1, "8", 1
+        args.score_blocks = 1
     rounds = args.rounds or (20 if device.type == "cuda" else 15)
     args.sweep = args.sweep or ("32,64,128,256" if device.type == "cuda" else "8,16,32,64")
     peer_batch = min(args.batch, args.peer_batch or (16 if device.type == "cuda" else args.batch))
@@ -301,6 +307,17 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
     for r in range(args.score_rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
             runs[name].append(measure(calls[name], device, glibc))
+    # ABBA blocks: the faster floor and camlib at its default batch size back to back (floor,
+    # camlib, camlib, floor; then camlib, floor, floor, camlib), time only: a drift of the
+    # machine's speed that is linear over a block cancels in camlib's two times / the floor's
+    fastest_floor = min(names[:2], key=lambda name: min(run[0] for run in runs[name]))
+    abba = []
+    for j in range(args.score_blocks):
+        pair = [fastest_floor, names[2]] if j % 2 == 0 else [names[2], fastest_floor]
+        times = {name: 0.0 for name in pair}
+        for name in pair + pair[::-1]:
+            times[name] += measure(calls[name], device, glibc, memory=False)[0]
+        abba.append(times[names[2]] / times[fastest_floor])
     perturbation.LayoutTrial.__init__ = original_init
     if not args.quick:
         tc_extractor.remove_hooks()
@@ -314,15 +331,20 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
     default_entry, score_entry = entries[names[2]], entries[names[3]]
     ours_maps = runs[names[2]][-1][2]
     f = camlib.Explainer(model, "scorecam", "layer4").capture(x).activations["layer4"].flatten(2)
+    default_entry["x_floor_abba"] = abba
     for entry in (default_entry, score_entry):
         entry["constant_channels"] = int((f.amax(2) == f.amin(2)).sum())
         entry["x_floor"] = entry["seconds"] / min(e["seconds"] for e in floors)
         # the same ratio round by round (each round's faster floor), a check on the drift
         entry["x_floor_by_round"] = [
             mine / min(e["rounds"][r] for e in floors) for r, mine in enumerate(entry["rounds"])]
-        entry["layouts_chosen"] = chosen[entry["method"]]
-        entry["layout_trial_ran"] = tried[entry["method"]]  # False: the model's remembered choice
-        entry["trial_chunks"] = timed[entry["method"]]  # chunks timed by the trial, per run
+        n = args.score_rounds  # the rounds' runs; the ABBA blocks' runs follow
+        entry["layouts_chosen"] = chosen[entry["method"]][:n]
+        entry["layout_trial_ran"] = tried[entry["method"]][:n]  # False: remembered choice
+        entry["trial_chunks"] = timed[entry["method"]][:n]  # chunks timed by the trial, per run
+        if entry is default_entry:
+            entry["layouts_chosen_abba"] = chosen[entry["method"]][n:]
+            entry["trial_chunks_abba"] = timed[entry["method"]][n:]
     if not args.quick:
         theirs = runs[names[4]][-1][2]
         entries[names[4]]["agreement_r_min"] = pearson(ours_maps.maps[:peer_batch, 0],
@@ -384,6 +406,9 @@ def summarise(rows: list[dict], names: list[str], ablation_speedup, score_entrie
     for label, entry in (("the floor's batch size", score_entry), ("default batch size", default)):
         summary[f"Score-CAM ({label}) x floor, median of the rounds' ratios"] = (
             statistics.median(entry["x_floor_by_round"]))
+    if default["x_floor_abba"]:
+        summary["Score-CAM (default batch size) x floor, median of the ABBA blocks"] = (
+            statistics.median(default["x_floor_abba"]))
     peers = [r for r in rows if r["part"] == "3" and not r["method"].startswith(("camlib", "floor"))]
     if peers:
         fastest = min(p["seconds_per_image"] for p in peers)
@@ -401,7 +426,7 @@ def meta_of(args, device, rounds, peer_batch, glibc_fixed, load, wall) -> dict:
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "device": device.type, "device_name": device_name(device), "threads": torch.get_num_threads(),
         "batch": args.batch, "peer_batch": peer_batch, "size": args.size, "rounds": rounds,
-        "score_rounds": args.score_rounds,
+        "score_rounds": args.score_rounds, "score_blocks": args.score_blocks,
         "model": "torchvision resnet18(weights=None), torch.manual_seed(0), eval, layer4, top-1 classes",
         "glibc_mmap_threshold_fixed": glibc_fixed,
         "other_processes_cpu_share": load.share(), "versions": versions(),
@@ -427,7 +452,10 @@ def markdown(meta: dict, rows: list[dict], summary: dict) -> str:
             note.append(f"x{r['x_plain_time']:.2f} plain forward time")
         if "x_floor" in r:
             by_round = statistics.median(r["x_floor_by_round"])
-            note.append(f"x{r['x_floor']:.3f} floor (median of the rounds' ratios x{by_round:.3f}); "
+            abba = (f", of {len(r['x_floor_abba'])} ABBA blocks x"
+                    f"{statistics.median(r['x_floor_abba']):.3f}") if r.get("x_floor_abba") else ""
+            note.append(f"x{r['x_floor']:.3f} floor (median of the rounds' ratios x{by_round:.3f}"
+                        f"{abba}); "
                         f"{r['constant_channels']} constant channels scored once; "
                         f"layout per run: {', '.join(r['layouts_chosen'])} (chunks timed by the trial: "
                         f"{', '.join(str(t) for t in r['trial_chunks'])})")
