@@ -78,7 +78,7 @@ class LayoutTrial:
     shared machine can be off by a fifth; but a gap wider than that settles it sooner: once a
     pair of chunks has run and one layout's best time is under :data:`CLEAR` (0.8) times the
     other's, the faster runs the rest, which spares most of the slower layout's extra time
-    (ResNet-18 at 224 x 224 on 2 cores: channels-last about 0.65 times the usual layout's
+    (ResNet-18 at 224 x 224 on 2 cores: channels-last 0.65 to 0.75 times the usual layout's
     time, so one pair decides). Both layouts hold the same numbers, so the results
     agree up to floating-point rounding. A model that fails on channels-last input (e.g. a
     ``view`` that needs contiguous memory) gets its chunk again in the usual layout, and the
