@@ -70,16 +70,17 @@ class LayoutTrial:
     """Runs chunks of masked images in the faster of two memory layouts, found on the chunks.
 
     Convolutions on the CPU may run much faster on channels-last images (ResNet-18 at 224 x 224
-    on 2 cores: a quarter to 40% less time) or slower (the same network at 64 x 64); it depends
+    on 2 cores, as below) or slower (the same network at 64 x 64); it depends
     on the model, the size and the machine. With at least 2 x :data:`TRIALS` full chunks to
     run, the first :data:`TRIALS` chunks alternate usual, channels-last, usual, ..., each
     timed; the layout with the faster best time runs the rest (the usual one unless
     channels-last is at least 3% faster). Three timings per layout, because one timing on a
-    shared machine can be off by a fifth; but a gap wider than that settles it sooner: once a
-    pair of chunks has run and one layout's best time is under :data:`CLEAR` (0.8) times the
-    other's, the faster runs the rest, which spares most of the slower layout's extra time
-    (ResNet-18 at 224 x 224 on 2 cores: channels-last 0.65 to 0.75 times the usual layout's
-    time, so one pair decides). Both layouts hold the same numbers, so the results
+    shared machine can be off by a fifth; but after any pair of chunks, once one layout's best
+    time is under :data:`CLEAR` (0.8) times the other's, the faster runs the rest, which spares
+    most of the slower layout's extra time where the gap is wide (ResNet-18 at 224 x 224 on 2
+    cores: channels-last 0.63 to 0.78 times the usual layout's time in four benchmark runs).
+    The risk: a pair timed while the machine's speed jumps by more than a fifth between two
+    adjacent chunks can pick the slower layout, and that choice is remembered. Both layouts hold the same numbers, so the results
     agree up to floating-point rounding. A model that fails on channels-last input (e.g. a
     ``view`` that needs contiguous memory) gets its chunk again in the usual layout, and the
     usual layout from then on.
