@@ -81,9 +81,9 @@ class LayoutTrial:
     cores: channels-last 0.63 to 0.78 times the usual layout's time in four benchmark runs).
     The risk: a pair timed while the machine's speed jumps by more than a fifth between two
     adjacent chunks can pick the slower layout, and that choice is remembered. Both layouts
-    hold the same numbers, so the results agree up to floating-point rounding. A model that fails on channels-last input (e.g. a
-    ``view`` that needs contiguous memory) gets its chunk again in the usual layout, and the
-    usual layout from then on.
+    hold the same numbers, so the results agree up to floating-point rounding. A model that
+    fails on channels-last input (e.g. a ``view`` that needs contiguous memory) gets its chunk
+    again in the usual layout, and the usual layout from then on.
 
     The choice is remembered in ``memory`` (the Explainer keeps one dict per model), for images
     of the same size, type and device at the same batch size: later calls on the same model
