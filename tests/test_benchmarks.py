@@ -15,3 +15,39 @@ def test_benchmark_quick_mode_runs_and_prints_the_table(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| camlib Grad-CAM |" in done.stdout and "| pytorch-grad-cam GradCAM |" in done.stdout
     assert out.exists()
+
+
+def test_scorecam_overhead_counts_camlibs_passes(tmp_path: Path) -> None:
+    """The overhead script's count of camlib's forwarded images matches Score-CAM's definition:
+    the first pass of the B images, one masked pass per channel that varies on an image, and one
+    shared pass for the constant channels of the batch (counted here from layer4 directly)."""
+    import importlib.util
+    import json
+
+    import torch
+    import torchvision
+
+    spec = importlib.util.spec_from_file_location(
+        "scorecam_overhead", ROOT / "benchmarks" / "scorecam_overhead.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "overhead.json"
+    assert module.main(["--size", "48", "--batch-size", "8", "--pairs", "1", "--json",
+                        str(out)]) == 0
+    result = json.loads(out.read_text())
+    torch.manual_seed(0)  # the script's model and images, rebuilt
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    seen = {}
+    model.layer4.register_forward_hook(lambda m, a, o: seen.setdefault("f", o.detach()))
+    with torch.no_grad():
+        model(x)
+    f = seen["f"].flatten(2)
+    varying = int((f.amax(2) > f.amin(2)).sum())
+    constant = f.shape[0] * f.shape[1] - varying
+    expected = 2 + varying + (1 if constant else 0)
+    assert 0 < constant and 0 < varying  # both kinds at 48 x 48 (layer4 is 2 x 2)
+    (record,) = result["pairs"]
+    assert record["camlib images"] == expected, (record, varying, constant)
+    assert 0 < record["camlib outside forwards"] < record["camlib"]
+    assert result["meta"]["layout"] == result["meta"]["camlib_layout"]
