@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,7 +34,7 @@ def test_scorecam_overhead_counts_camlibs_passes(tmp_path: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "overhead.json"
-    assert module.main(["--size", "48", "--batch-size", "8", "--pairs", "1", "--json",
+    assert module.main(["--size", "48", "--batch-size", "8", "--pairs", "2", "--json",
                         str(out)]) == 0
     result = json.loads(out.read_text())
     torch.manual_seed(0)  # the script's model and images, rebuilt
@@ -47,7 +49,12 @@ def test_scorecam_overhead_counts_camlibs_passes(tmp_path: Path) -> None:
     constant = f.shape[0] * f.shape[1] - varying
     expected = 2 + varying + (1 if constant else 0)
     assert 0 < constant and 0 < varying  # both kinds at 48 x 48 (layer4 is 2 x 2)
-    (record,) = result["pairs"]
-    assert record["camlib images"] == expected, (record, varying, constant)
-    assert 0 < record["camlib outside forwards"] < record["camlib"]
-    assert result["meta"]["layout"] == result["meta"]["camlib_layout"]
+    assert len(result["pairs"]) == 2
+    for record in result["pairs"]:
+        assert record["camlib images"] == expected, (record, varying, constant)
+        assert 0 < record["camlib outside forwards"] < record["camlib"]
+        # the third figure is the random floor scaled to camlib's count of images
+        assert record["floor camlib's count"] == pytest.approx(
+            record["floor random"] * expected / (2 * 512))
+    # the masked floor ran on camlib's masked images: min-max masks have zeros in them
+    assert result["summary"]["zeros in the recorded masked chunk"] > 0
