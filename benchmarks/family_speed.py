@@ -12,7 +12,7 @@ process. Three parts:
    (the network's tail on every ablated copy, as at any other layer), beside its floor: one
    forward pass plus ResNet's pooling and linear layer on the K ablated copies of each image's
    layer4 output, written out by hand, at the best of three chunk sizes.
-2. Ablation-CAM against pgc's AblationCAM (one call each: pgc's takes about a minute on CPU).
+2. Ablation-CAM against pgc's AblationCAM (one call each: pgc's took 29-62 s on a 2-core CPU).
 3. Score-CAM against pgc's and torchcam's ScoreCAM and against the floor: the B x K masked
    forward passes alone (random inputs of the same shape), at the best batch size of a sweep,
    in the usual and in the channels-last layout (two floor rows; the faster is the floor).
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds of part 1 (5 CPU, 20 CUDA)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds of part 1 (15 CPU, 20 CUDA)")
     parser.add_argument("--peer-batch", type=int, default=None, help="images given to the peers (default all; 16 on CUDA)")
     parser.add_argument("--sweep", default=None,
                         help="batch sizes tried for the Score-CAM floor (8,16,32,64; CUDA 32,...,256)")
@@ -301,15 +301,16 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
         calls[f"torchcam ScoreCAM (batch_size {usual_batch})"] = torchcam_call
         images.update({name: peer_batch for name in list(calls)[4:]})
     # Interleaved rounds, rotating the order; each method's fastest round and lowest peak count
-    # (single calls of about a minute each drift with the machine's speed by up to 10-20%).
+    # (single calls of 25-50 s each drifted with the machine's speed by up to 40% on a 2-core CPU).
     names = list(calls)
     runs = {name: [] for name in names}
     for r in range(args.score_rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
             runs[name].append(measure(calls[name], device, glibc))
     # ABBA blocks: the faster floor and camlib at its default batch size back to back (floor,
-    # camlib, camlib, floor; then camlib, floor, floor, camlib), time only: a drift of the
-    # machine's speed that is linear over a block cancels in camlib's two times / the floor's
+    # camlib, camlib, floor, and camlib, floor, floor, camlib in alternate blocks), time only
+    # (no memory sampling): a drift of the machine's speed that is linear over a block cancels
+    # in camlib's two times / the floor's
     fastest_floor = min(names[:2], key=lambda name: min(run[0] for run in runs[name]))
     abba = []
     for j in range(args.score_blocks):

@@ -1,7 +1,7 @@
 """Where camlib's Score-CAM spends its time, against the floor of its masked forward passes.
 
-    python benchmarks/scorecam_overhead.py [--batch-size 32] [--layout channels-last]
-                                           [--pairs 4] [--json PATH]
+    python benchmarks/scorecam_overhead.py [--batch-size 32] [--layout {usual,channels-last}]
+                                           [--pairs 4] [--size 224] [--json PATH]
 
 The same model and images as ``family_speed.py`` (ResNet-18, random seeded weights, layer4, 2
 images of 224 x 224, top-1 classes). Hooks on the model time every forward pass inside
@@ -9,7 +9,7 @@ camlib's call, so the call splits into time in forward passes and time outside t
 upsampling, softmax, bookkeeping). Beside it, in alternating order (floors first in pairs 1,
 3, ..., camlib first in pairs 2, 4, ...), two floors at the same batch size and layout, whose
 own order also alternates (random first in pairs 1, 2, 5, 6, ..., masked first in the others,
-so that neither floor always runs right after camlib):
+so that neither floor always runs right after camlib; the balance needs a multiple of 4 pairs):
 
 - ``random``: the B x K forward passes on one random tensor (``family_speed.py``'s floor);
 - ``masked``: the same number of passes on a chunk of camlib's own masked images (recorded by
@@ -19,7 +19,9 @@ A third figure, ``camlib's count``, is not run: it is the random floor scaled to
 images camlib forwarded (the first pass, the masked ones; constant channels share one).
 
 Each pair reports camlib's time over each floor. A first camlib call (the layout trial, then
-remembered) is run and discarded. Always exits 0: nothing is enforced.
+remembered) is run and discarded. ``--layout`` defaults to the layout camlib's trial chose.
+The JSON's ``meta.versions`` holds the commit and whether camlib/ or benchmarks/ differed from
+it. Always exits 0: nothing is enforced.
 """
 from __future__ import annotations
 
@@ -34,11 +36,13 @@ import torch
 import torchvision
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "benchmarks"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 import camlib  # noqa: E402
 from camlib import perturbation  # noqa: E402
+from speed_memory import versions  # noqa: E402
 
 LAYOUTS = {"usual": torch.contiguous_format, "channels-last": torch.channels_last}
 
@@ -69,6 +73,13 @@ class ForwardClock:
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
+
+
+def floor_order(j: int) -> tuple[list[str], list[str]]:
+    """Pair ``j``'s (from 0) order of the floors and camlib, and of the two floors."""
+    order = ["floor", "camlib"] if j % 2 == 0 else ["camlib", "floor"]
+    floors = ["random", "masked"] if j % 4 in (0, 1) else ["masked", "random"]
+    return order, floors
 
 
 def passes(model, chunk: torch.Tensor, count: int) -> float:
@@ -105,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     clock = ForwardClock(model, keep_batch=bs)
     ours()  # the layout trial runs here, then its choice is remembered
     last = clock.kept
+    if last is None:
+        raise SystemExit(f"no forward pass of {bs} images in camlib's call: choose a batch size "
+                         "no larger than the number of masked passes")
     chosen = ("channels-last" if last.is_contiguous(memory_format=torch.channels_last)
               and not last.is_contiguous() else "usual")
     args.layout = args.layout or chosen
@@ -115,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     zero_share = float((masked_chunk == 0).float().mean())
     pairs = []
     for j in range(args.pairs):
-        order = ["floor", "camlib"] if j % 2 == 0 else ["camlib", "floor"]
+        order, names = floor_order(j)
         record: dict = {}
         for who in order:
             if who == "camlib":
@@ -128,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 clock.remove()
                 floors = {"random": random_chunk, "masked": masked_chunk}
-                names = ["random", "masked"] if j % 4 in (0, 1) else ["masked", "random"]
                 for name in names:
                     record[f"floor {name}"] = passes(model, floors[name], forwards)
                 record["floor order"] = names
@@ -168,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         meta = {"batch_size": bs, "layout": args.layout, "camlib_layout": chosen,
                 "size": args.size, "forwards": forwards,
-                "threads": torch.get_num_threads(), "torch": torch.__version__,
+                "threads": torch.get_num_threads(), "versions": versions(),
                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         args.json.write_text(json.dumps({"meta": meta, "pairs": pairs, "ratios": ratio,
                                          "summary": summary}, indent=1) + "\n")

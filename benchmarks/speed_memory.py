@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -348,7 +349,22 @@ def versions() -> dict[str, str]:
             found[label] = version(label)
             continue
         found[label] = getattr(sys.modules.get(module), "__version__", "?")
+    found.update(code_state())
     return found
+
+
+def code_state() -> dict[str, object]:
+    """The git commit the run's code is on, and whether camlib/ or benchmarks/ differ from it
+    (None where git or the checkout is missing)."""
+    def git(*args: str) -> str | None:
+        with contextlib.suppress(Exception):
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  check=True, timeout=10).stdout.strip()
+        return None
+
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "camlib", "benchmarks")
+    return {"commit": git("rev-parse", "HEAD"),
+            "uncommitted_changes": None if changed is None else bool(changed)}
 
 
 def check_targets(rows: dict[str, dict]) -> list[dict]:

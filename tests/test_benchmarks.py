@@ -20,9 +20,10 @@ def test_benchmark_quick_mode_runs_and_prints_the_table(tmp_path: Path) -> None:
 
 
 def test_scorecam_overhead_counts_camlibs_passes(tmp_path: Path) -> None:
-    """The overhead script's count of camlib's forwarded images matches Score-CAM's definition:
-    the first pass of the B images, one masked pass per channel that varies on an image, and one
-    shared pass for the constant channels of the batch (counted here from layer4 directly)."""
+    """The overhead script's count of the images camlib's Score-CAM forwards matches what camlib
+    is meant to run: the first pass of the B images, one masked pass per channel that varies on
+    an image, and one shared pass for the constant channels of the batch (counted here from
+    layer4 directly); the floors' order alternates as documented."""
     import importlib.util
     import json
 
@@ -56,5 +57,13 @@ def test_scorecam_overhead_counts_camlibs_passes(tmp_path: Path) -> None:
         # the third figure is the random floor scaled to camlib's count of images
         assert record["floor camlib's count"] == pytest.approx(
             record["floor random"] * expected / (2 * 512))
-    # the masked floor ran on camlib's masked images: min-max masks have zeros in them
+    # the recorded chunk holds camlib's masked images: min-max masks have zeros in them
     assert result["summary"]["zeros in the recorded masked chunk"] > 0
+    assert result["meta"]["layout"] == result["meta"]["camlib_layout"]  # the default
+    assert [p["floor order"] for p in result["pairs"]] == [["random", "masked"]] * 2
+    # pairs 1-8: floors first in odd pairs; random first in pairs 1, 2, 5, 6
+    orders = [module.floor_order(j) for j in range(8)]
+    assert [o[0][0] for o in orders] == ["floor", "camlib"] * 4
+    assert [o[1][0] for o in orders] == ["random"] * 2 + ["masked"] * 2 + ["random"] * 2 + [
+        "masked"] * 2
+    assert all(sorted(o[1]) == ["masked", "random"] for o in orders)
