@@ -12,7 +12,7 @@ process. Three parts:
    (the network's tail on every ablated copy, as at any other layer), beside its floor: one
    forward pass plus ResNet's pooling and linear layer on the K ablated copies of each image's
    layer4 output, written out by hand, at the best of three chunk sizes.
-2. Ablation-CAM against pgc's AblationCAM (one call each: pgc's took 29-62 s on a 2-core CPU).
+2. Ablation-CAM against pgc's AblationCAM (one call each: pgc's took 29-44 s on a 2-core CPU).
 3. Score-CAM against pgc's and torchcam's ScoreCAM and against the floor: the B x K masked
    forward passes alone (random inputs of the same shape), at the best batch size of a sweep,
    in the usual and in the channels-last layout (two floor rows; the faster is the floor).
@@ -22,15 +22,17 @@ process. Three parts:
    ``--score-rounds`` interleaved rounds (rotating order), each method's fastest round counts;
    as a check on the machine's drift, camlib's ratio to the faster floor is also taken round by
    round (its median is reported beside it), and then in ``--score-blocks`` ABBA blocks (floor,
-   camlib, camlib, floor, then the other way round; camlib at its default batch size, time
-   only), where a drift that is linear over a block cancels.
+   camlib, camlib, floor, and camlib, floor, floor, camlib in alternate blocks; camlib at its
+   default batch size, time only, no memory sampling), where a drift that is linear over a
+   block cancels.
 
 Peers run on the first ``--peer-batch`` images (default: all on CPU, 16 on CUDA) and their times
 are scaled per image, which is said in the output. Peak memory: on CUDA max_memory_allocated
 during the call minus memory_allocated before; on CPU peak RSS during the call minus RSS before
 (sampled by a thread; glibc's mmap threshold fixed so freed memory leaves RSS). Part 1 is timed
 first with glibc's default allocator and no sampling thread, then its peaks are measured in
-separate calls; parts 2 and 3 (single long calls) measure both at once, threshold fixed.
+separate calls; parts 2 and 3 (single long calls) measure both at once, threshold fixed, except part 3's ABBA
+blocks (time only).
 Always exits 0: targets are reported, never enforced.
 """
 from __future__ import annotations
@@ -301,7 +303,7 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
         calls[f"torchcam ScoreCAM (batch_size {usual_batch})"] = torchcam_call
         images.update({name: peer_batch for name in list(calls)[4:]})
     # Interleaved rounds, rotating the order; each method's fastest round and lowest peak count
-    # (single calls of 25-50 s each drifted with the machine's speed by up to 40% on a 2-core CPU).
+    # (in the 2026-11-28 05:08 run on a 2-core CPU, single calls of 25-43 s drifted by up to 40%).
     names = list(calls)
     runs = {name: [] for name in names}
     for r in range(args.score_rounds):

@@ -9,7 +9,8 @@ camlib's call, so the call splits into time in forward passes and time outside t
 upsampling, softmax, bookkeeping). Beside it, in alternating order (floors first in pairs 1,
 3, ..., camlib first in pairs 2, 4, ...), two floors at the same batch size and layout, whose
 own order also alternates (random first in pairs 1, 2, 5, 6, ..., masked first in the others,
-so that neither floor always runs right after camlib; the balance needs a multiple of 4 pairs):
+so that neither floor always runs right after camlib; the balance needs a multiple of 4 pairs,
+and even then, counting the discarded first call, the random floor follows camlib once more):
 
 - ``random``: the B x K forward passes on one random tensor (``family_speed.py``'s floor);
 - ``masked``: the same number of passes on a chunk of camlib's own masked images (recorded by
@@ -21,7 +22,7 @@ images camlib forwarded (the first pass, the masked ones; constant channels shar
 Each pair reports camlib's time over each floor. A first camlib call (the layout trial, then
 remembered) is run and discarded. ``--layout`` defaults to the layout camlib's trial chose.
 The JSON's ``meta.versions`` holds the commit and whether camlib/ or benchmarks/ differed from
-it. Always exits 0: nothing is enforced.
+it. Nothing is enforced: exits 0 unless the batch size leaves no full chunk to record.
 """
 from __future__ import annotations
 

@@ -340,7 +340,7 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or "CPU"
 
 
-def versions() -> dict[str, str]:
+def versions() -> dict[str, object]:
     found = {"python": platform.python_version(), "torch": torch.__version__,
              "torchvision": torchvision.__version__, "camlib": camlib.__version__}
     for label, module in (("grad-cam", "pytorch_grad_cam"), ("torchcam", "torchcam"), ("captum", "captum")):
@@ -354,15 +354,20 @@ def versions() -> dict[str, str]:
 
 
 def code_state() -> dict[str, object]:
-    """The git commit the run's code is on, and whether camlib/ or benchmarks/ differ from it
-    (None where git or the checkout is missing)."""
+    """The git commit the run's code is on, and whether the code in camlib/ or benchmarks/
+    differs from it: changed tracked files or new Python files, results files aside (None where
+    git or the checkout is missing)."""
     def git(*args: str) -> str | None:
         with contextlib.suppress(Exception):
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
                                   check=True, timeout=10).stdout.strip()
         return None
 
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", "camlib", "benchmarks")
+    changed = git("status", "--porcelain", "--untracked-files=all", "--", "camlib",
+                  "benchmarks", ":(exclude)camlib/results", ":(exclude)benchmarks/results")
+    if changed is not None:  # tracked files changed, or new Python files
+        changed = [line for line in changed.splitlines()
+                   if not line.startswith("??") or line.endswith(".py")]
     return {"commit": git("rev-parse", "HEAD"),
             "uncommitted_changes": None if changed is None else bool(changed)}
 
