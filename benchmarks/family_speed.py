@@ -23,16 +23,17 @@ process. Three parts:
    as a check on the machine's drift, camlib's ratio to the faster floor is also taken round by
    round (its median is reported beside it), and then in ``--score-blocks`` ABBA blocks (floor,
    camlib, camlib, floor, and camlib, floor, floor, camlib in alternate blocks; camlib at its
-   default batch size, time only, no memory sampling), where a drift that is linear over a
-   block cancels.
+   default batch size), where a drift that is linear over a block cancels.
 
 Peers run on the first ``--peer-batch`` images (default: all on CPU, 16 on CUDA) and their times
 are scaled per image, which is said in the output. Peak memory: on CUDA max_memory_allocated
 during the call minus memory_allocated before; on CPU peak RSS during the call minus RSS before
-(sampled by a thread; glibc's mmap threshold fixed so freed memory leaves RSS). Part 1 is timed
-first with glibc's default allocator and no sampling thread, then its peaks are measured in
-separate calls; parts 2 and 3 (single long calls) measure both at once, threshold fixed, except part 3's ABBA
-blocks (time only).
+(sampled by a thread; glibc's mmap threshold fixed so freed memory leaves RSS). On the CPU every
+part is timed first, with glibc's default allocator and no sampling thread; the peaks are then
+measured in separate calls (two per contender in part 1, one in parts 2 and 3). The memory
+settings cost time: on a 2-core CPU, 1,024 masked forwards took 20 s with them against 14.5 s
+without, for the floor and camlib alike, so timing under them (as this script did until
+2026-11-28) inflates every part-3 time by about a third, not their ratios.
 Always exits 0: targets are reported, never enforced.
 """
 from __future__ import annotations
@@ -109,22 +110,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-batch", type=int, default=None, help="images given to the peers (default all; 16 on CUDA)")
     parser.add_argument("--sweep", default=None,
                         help="batch sizes tried for the Score-CAM floor (8,16,32,64; CUDA 32,...,256)")
-    parser.add_argument("--score-rounds", type=int, default=3,
-                        help="interleaved rounds of part 3 (each method's fastest counts)")
-    parser.add_argument("--score-blocks", type=int, default=3,
+    parser.add_argument("--score-rounds", type=int, default=None,
+                        help="interleaved rounds of part 3 (each method's fastest counts; "
+                             "default 3, 1 with --quick)")
+    parser.add_argument("--score-blocks", type=int, default=None,
                         help="ABBA blocks of the faster floor and camlib's Score-CAM (default "
-                             "batch size) after the rounds")
+                             "batch size) after the rounds (default 3, 1 with --quick)")
     parser.add_argument("--parts", default="1,2,3", help="which parts to run (part 1 always runs)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: batch 1, size 64, 1 round, sweep 8, no peers' Score-CAM")
+                        help="smoke run: batch 1, size 64, 1 round, sweep 8, no peers' Score-CAM "
+                             "(part 3's rounds and blocks as given, else 1)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
     device = torch.device(args.device)
     if args.quick:
-        args.size, args.rounds, args.batch, args.sweep, args.score_rounds = 64, 1, 1, "8", 1
-        args.score_blocks = 1
+        args.size, args.rounds, args.batch, args.sweep = 64, 1, 1, "8"
+    default_score = 1 if args.quick else 3
+    args.score_rounds = args.score_rounds or default_score
+    args.score_blocks = default_score if args.score_blocks is None else args.score_blocks
     rounds = args.rounds or (20 if device.type == "cuda" else 15)
     args.sweep = args.sweep or ("32,64,128,256" if device.type == "cuda" else "8,16,32,64")
     peer_batch = min(args.batch, args.peer_batch or (16 if device.type == "cuda" else args.batch))
@@ -169,7 +174,18 @@ def main(argv: list[str] | None = None) -> int:
         for name in names[r % len(names):] + names[: r % len(names)]:
             seconds, _, _ = measure(calls[name], device, glibc, memory=False)
             times[name].append(seconds)
-    # memory afterwards: glibc's mmap threshold fixed, so freed blocks leave RSS (see Glibc)
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    xp, targets = x[:peer_batch], [ClassifierOutputTarget(int(c)) for c in top1[:peer_batch]]
+    parts = {int(p) for p in args.parts.split(",")}
+    finish2 = finish3 = None  # each part's timings, made rows once its peaks are measured
+    if 2 in parts:
+        finish2 = part2(model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc)
+    if 3 in parts:
+        finish3 = part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc)
+    # memory after all timing: glibc's mmap threshold fixed, so freed blocks leave RSS (Glibc)
+    print("peak memory, in separate calls", flush=True)
     glibc_fixed = device.type == "cpu" and glibc.fix_mmap_threshold()
     for name in names:
         for _ in range(2 if device.type == "cpu" else 1):
@@ -181,17 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         entry = row("1", name, seconds, statistics.median(peaks[name]), args.batch)
         entry["x_plain_time"] = seconds / plain_s
         entry["x_plain_memory"] = entry["peak_mib"] * MIB / plain_peak if plain_peak > 0 else None
-
-    import pytorch_grad_cam as pgc
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    xp, targets = x[:peer_batch], [ClassifierOutputTarget(int(c)) for c in top1[:peer_batch]]
-    parts = {int(p) for p in args.parts.split(",")}
-    ablation_speedup = None
-    if 2 in parts:
-        ablation_speedup = part2(model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc)
-    if 3 in parts:
-        score_entries = part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc)
+    ablation_speedup = finish2() if finish2 else None
+    score_entries = finish3() if finish3 else None
     summary = summarise(rows, names, ablation_speedup, score_entries if 3 in parts else None)
     meta = meta_of(args, device, rounds, peer_batch, glibc_fixed, load, wall)
     print()
@@ -202,27 +209,44 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def part2(model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc) -> float:
-    """Ablation-CAM against pgc's; returns the speed-up per image."""
+def part2(model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc):
+    """Ablation-CAM against pgc's, timed (one call each); returns a function that measures
+    the peaks (call it once all parts are timed), makes the rows and returns the speed-up per
+    image."""
     print("part 2: Ablation-CAM", flush=True)
     pgc_model = copy.deepcopy(model)
-    ours_s, ours_peak, ours = measure(
-        lambda: camlib.explain(model, x, method="ablationcam", layers="layer4", classes=top1), device, glibc)
-    row("2", "camlib ablationcam (again, beside pgc)", ours_s, ours_peak, x.shape[0])
-    tail_s, tail_peak, tail = measure(lambda: ablation_by_tail(model, x, top1), device, glibc)
-    row("2", "camlib ablationcam, tail reruns (again, beside pgc)", tail_s, tail_peak, x.shape[0])
-    with pgc.AblationCAM(model=pgc_model, target_layers=[pgc_model.layer4]) as extractor:
-        s, peak, theirs = measure(lambda: extractor(input_tensor=xp, targets=targets), device, glibc)
-    entry = row("2", "pgc AblationCAM", s, peak, peer_batch)
-    entry["agreement_r_min"] = pearson(ours.maps[:peer_batch, 0], torch.as_tensor(theirs))
-    entry["agreement_r_min_tail_reruns"] = pearson(tail.maps[:peer_batch, 0], torch.as_tensor(theirs))
-    entry["speedup_tail_reruns"] = entry["seconds_per_image"] / (tail_s / x.shape[0])
-    return entry["seconds_per_image"] / (ours_s / x.shape[0])
+    extractor = pgc.AblationCAM(model=pgc_model, target_layers=[pgc_model.layer4])
+    calls = {
+        "camlib ablationcam (again, beside pgc)":
+            lambda: camlib.explain(model, x, method="ablationcam", layers="layer4", classes=top1),
+        "camlib ablationcam, tail reruns (again, beside pgc)":
+            lambda: ablation_by_tail(model, x, top1),
+        "pgc AblationCAM": lambda: extractor(input_tensor=xp, targets=targets),
+    }
+    timed = {name: measure(call, device, glibc, memory=False) for name, call in calls.items()}
+
+    def finish() -> float:
+        entries = {}
+        for name, (s, peak, _) in timed.items():
+            if device.type == "cpu":
+                peak = measure(calls[name], device, glibc)[1]
+            images = peer_batch if name.startswith("pgc") else x.shape[0]
+            entries[name] = row("2", name, s, peak, images)
+        extractor.__exit__(None, None, None)
+        (ours_s, _, ours), (tail_s, _, tail), (_, _, theirs) = timed.values()
+        entry = entries["pgc AblationCAM"]
+        entry["agreement_r_min"] = pearson(ours.maps[:peer_batch, 0], torch.as_tensor(theirs))
+        entry["agreement_r_min_tail_reruns"] = pearson(tail.maps[:peer_batch, 0],
+                                                       torch.as_tensor(theirs))
+        entry["speedup_tail_reruns"] = entry["seconds_per_image"] / (tail_s / x.shape[0])
+        return entry["seconds_per_image"] / (ours_s / x.shape[0])
+    return finish
 
 
 def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc) -> tuple:
-    """Score-CAM: the floors, camlib twice, the peers; returns camlib's rows (at the floor's
-    batch size, at its default)."""
+    """Score-CAM: the floors, camlib twice, the peers, timed; returns a function that measures
+    the peaks (call it once all parts are timed), makes the rows and returns camlib's (at the
+    floor's batch size, at its default)."""
     print("part 3: Score-CAM", flush=True)
     channels = 512
     forwards = args.batch * channels
@@ -302,17 +326,16 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
         calls[f"pgc ScoreCAM (batch_size {usual_batch})"] = lambda: pgc_extractor(input_tensor=xp, targets=targets)
         calls[f"torchcam ScoreCAM (batch_size {usual_batch})"] = torchcam_call
         images.update({name: peer_batch for name in list(calls)[4:]})
-    # Interleaved rounds, rotating the order; each method's fastest round and lowest peak count
+    # Interleaved rounds, rotating the order, time only; each method's fastest round counts
     # (in the 2026-11-28 05:08 run on a 2-core CPU, single calls of 25-43 s drifted by up to 40%).
     names = list(calls)
     runs = {name: [] for name in names}
     for r in range(args.score_rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            runs[name].append(measure(calls[name], device, glibc))
+            runs[name].append(measure(calls[name], device, glibc, memory=False))
     # ABBA blocks: the faster floor and camlib at its default batch size back to back (floor,
-    # camlib, camlib, floor, and camlib, floor, floor, camlib in alternate blocks), time only
-    # (no memory sampling): a drift of the machine's speed that is linear over a block cancels
-    # in camlib's two times / the floor's
+    # camlib, camlib, floor, and camlib, floor, floor, camlib in alternate blocks): a drift of
+    # the machine's speed that is linear over a block cancels in camlib's two times / the floor's
     fastest_floor = min(names[:2], key=lambda name: min(run[0] for run in runs[name]))
     abba = []
     for j in range(args.score_blocks):
@@ -322,14 +345,30 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
             times[name] += measure(calls[name], device, glibc, memory=False)[0]
         abba.append(times[names[2]] / times[fastest_floor])
     perturbation.LayoutTrial.__init__ = original_init
-    if not args.quick:
-        tc_extractor.remove_hooks()
-        pgc_extractor.__exit__(None, None, None)
+
+    def release() -> None:
+        if not args.quick:
+            tc_extractor.remove_hooks()
+            pgc_extractor.__exit__(None, None, None)
+    # the timed calls' records (the memory calls that follow must not add to them)
+    records = [{k: list(v) for k, v in d.items()} for d in (chosen, tried, timed)]
+    return lambda: finish3(args, runs, calls, names, images, abba, records, release, device,
+                           glibc, row, model, x, peer_batch)
+
+
+def finish3(args, runs, calls, names, images, abba, records, release, device, glibc, row,
+            model, x, peer_batch) -> tuple:
+    """Part 3's peaks (one call each on the CPU, after all timing) and rows."""
+    chosen, tried, timed = records
     entries = {}
     for name in names:
         s = min(run[0] for run in runs[name])
-        peak = min(run[1] for run in runs[name])
+        if device.type == "cpu":
+            peak = measure(calls[name], device, glibc)[1]
+        else:
+            peak = min(run[1] for run in runs[name])
         entries[name] = row("3", name, s, peak, images[name], rounds=[run[0] for run in runs[name]])
+    release()
     floors = [entries[names[0]], entries[names[1]]]
     default_entry, score_entry = entries[names[2]], entries[names[3]]
     ours_maps = runs[names[2]][-1][2]
@@ -432,6 +471,10 @@ def meta_of(args, device, rounds, peer_batch, glibc_fixed, load, wall) -> dict:
         "score_rounds": args.score_rounds, "score_blocks": args.score_blocks,
         "model": "torchvision resnet18(weights=None), torch.manual_seed(0), eval, layer4, top-1 classes",
         "glibc_mmap_threshold_fixed": glibc_fixed,
+        # every part timed with glibc's default allocator and no sampling thread, the peaks
+        # measured in separate calls after all timing (before 2026-11-28 15:50 UTC parts 2
+        # and 3 measured both in the same calls, with the threshold fixed)
+        "timing_separate_from_memory": True,
         "other_processes_cpu_share": load.share(), "versions": versions(),
         "total_seconds": time.perf_counter() - wall,
     }
@@ -444,7 +487,8 @@ def markdown(meta: dict, rows: list[dict], summary: dict) -> str:
         f"threads · ResNet-18 (random weights), layer4 · batch {meta['batch']} (peers: {meta['peer_batch']}) · "
         f"{meta['size']}x{meta['size']} · part 1: {meta['rounds']} interleaved rounds (median) · part 3: "
         f"{meta['score_rounds']} interleaved rounds (fastest); the Score-CAM floor is the faster "
-        "of its two layouts",
+        "of its two layouts; all parts timed with glibc's default allocator, peaks measured in "
+        "separate calls afterwards",
         "",
         "| part | method | s | images | s / image | peak MiB | note |",
         "|---|---|---:|---:|---:|---:|---|",

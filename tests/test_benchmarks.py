@@ -67,3 +67,34 @@ def test_scorecam_overhead_counts_camlibs_passes(tmp_path: Path) -> None:
     assert [o[1][0] for o in orders] == ["random"] * 2 + ["masked"] * 2 + ["random"] * 2 + [
         "masked"] * 2
     assert all(sorted(o[1]) == ["masked", "random"] for o in orders)
+
+
+def test_family_benchmark_times_every_part_before_measuring_memory(tmp_path: Path) -> None:
+    """family_speed.py times all parts with glibc's default allocator and no sampling thread,
+    then measures the peaks in separate calls: the memory phase starts after part 3's timing,
+    every row gets a peak, and part 3's per-run records hold the timed calls only (two rounds
+    and one ABBA block of two camlib calls, not the memory calls after them)."""
+    import json
+    import math
+
+    out = tmp_path / "family.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "family_speed.py"), "--quick",
+         "--score-rounds", "2", "--score-blocks", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    memory = lines.index("peak memory, in separate calls")
+    assert lines.index("part 2: Ablation-CAM") < lines.index("part 3: Score-CAM") < memory
+    result = json.loads(out.read_text())
+    assert result["meta"]["timing_separate_from_memory"] is True
+    assert {row["part"] for row in result["results"]} == {"1", "2", "3"}
+    for row in result["results"]:
+        assert math.isfinite(row["peak_mib"]) and row["peak_mib"] >= 0, row
+    default = next(row for row in result["results"]
+                   if row["method"].startswith("camlib scorecam (default"))
+    assert len(default["rounds"]) == len(default["layouts_chosen"]) == 2
+    assert default["layout_trial_ran"] == [True, False]  # remembered after the first
+    assert len(default["x_floor_abba"]) == 1
+    assert len(default["layouts_chosen_abba"]) == 2
