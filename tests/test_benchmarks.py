@@ -98,3 +98,24 @@ def test_family_benchmark_times_every_part_before_measuring_memory(tmp_path: Pat
     assert default["layout_trial_ran"] == [True, False]  # remembered after the first
     assert len(default["x_floor_abba"]) == 1
     assert len(default["layouts_chosen_abba"]) == 2
+
+
+def test_other_load_counts_waited_for_children_as_own() -> None:
+    """A benchmark that runs its contenders in child processes (timing_conditions.py) must
+    not report their CPU time as other processes' load: after a child that burns about 1 s
+    of CPU has been waited for, this process's own count has grown by at least 0.8 s."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "speed_memory_for_load", ROOT / "benchmarks" / "speed_memory.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    load = module.OtherLoad()
+    before = load._own()
+    burn = "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True, timeout=60)
+    assert load._own() - before >= 0.8 * load.tick
