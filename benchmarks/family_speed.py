@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda: CUDA is not available")
     device = torch.device(args.device)
     if args.quick:
-        args.size, args.rounds, args.batch, args.sweep = 64, 1, 1, "8"
+        args.size, args.rounds, args.batch, args.sweep = 64, 1, 1, "8,16"
     default_score = 1 if args.quick else 3
     args.score_rounds = args.score_rounds or default_score
     args.score_blocks = default_score if args.score_blocks is None else args.score_blocks
@@ -253,6 +253,7 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
     sweep = [int(v) for v in args.sweep.split(",")]
     layouts = {"usual layout": torch.contiguous_format, "channels-last": torch.channels_last}
     best: dict[str, tuple[int, float]] = {}  # layout -> (batch size, images per second)
+    swept: dict[str, dict[int, float]] = {label: {} for label in layouts}  # kept in the rows
     for label, layout in layouts.items():
         for bs in sweep:
             probe = torch.randn(bs, 3, args.size, args.size, device=device)
@@ -267,6 +268,7 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
                 sync(device)
             rate = bs * reps / (time.perf_counter() - start)
             print(f"  masked forwards at batch {bs}, {label}: {rate:.1f} images/s", flush=True)
+            swept[label][bs] = rate
             if rate > best.get(label, (0, 0.0))[1]:
                 best[label] = (bs, rate)
     usual_batch = best["usual layout"][0]  # the peers' batch size: they feed the usual layout
@@ -353,11 +355,11 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
     # the timed calls' records (the memory calls that follow must not add to them)
     records = [{k: list(v) for k, v in d.items()} for d in (chosen, tried, timed)]
     return lambda: finish3(args, runs, calls, names, images, abba, records, release, device,
-                           glibc, row, model, x, peer_batch)
+                           glibc, row, model, x, peer_batch, list(swept.values()))
 
 
 def finish3(args, runs, calls, names, images, abba, records, release, device, glibc, row,
-            model, x, peer_batch) -> tuple:
+            model, x, peer_batch, swept) -> tuple:
     """Part 3's peaks (one call each on the CPU, after all timing) and rows."""
     chosen, tried, timed = records
     entries = {}
@@ -370,6 +372,8 @@ def finish3(args, runs, calls, names, images, abba, records, release, device, gl
         entries[name] = row("3", name, s, peak, images[name], rounds=[run[0] for run in runs[name]])
     release()
     floors = [entries[names[0]], entries[names[1]]]
+    for floor_entry, rates in zip(floors, swept):  # the sweep that chose its batch size
+        floor_entry["sweep_images_per_s"] = {str(bs): rate for bs, rate in rates.items()}
     default_entry, score_entry = entries[names[2]], entries[names[3]]
     ours_maps = runs[names[2]][-1][2]
     f = camlib.Explainer(model, "scorecam", "layer4").capture(x).activations["layer4"].flatten(2)

@@ -72,8 +72,9 @@ def test_scorecam_overhead_counts_camlibs_passes(tmp_path: Path) -> None:
 def test_family_benchmark_times_every_part_before_measuring_memory(tmp_path: Path) -> None:
     """family_speed.py times all parts with glibc's default allocator and no sampling thread,
     then measures the peaks in separate calls: the memory phase starts after part 3's timing,
-    every row gets a peak, and part 3's per-run records hold the timed calls only (two rounds
-    and one ABBA block of two camlib calls, not the memory calls after them)."""
+    every row gets a peak, part 3's per-run records hold the timed calls only (two rounds
+    and one ABBA block of two camlib calls, not the memory calls after them), and each floor
+    keeps the sweep of batch sizes that chose its own."""
     import json
     import math
 
@@ -98,6 +99,15 @@ def test_family_benchmark_times_every_part_before_measuring_memory(tmp_path: Pat
     assert default["layout_trial_ran"] == [True, False]  # remembered after the first
     assert len(default["x_floor_abba"]) == 1
     assert len(default["layouts_chosen_abba"]) == 2
+    # each floor records the sweep that chose its batch size: the fastest rate's
+    floors = [row for row in result["results"] if row["method"].startswith("floor: ")
+              and row["part"] == "3"]
+    assert [f["method"].rsplit(", ", 1)[1] for f in floors] == ["usual layout",
+                                                               "channels-last"]
+    for floor in floors:
+        rates = floor["sweep_images_per_s"]
+        assert len(rates) >= 2, rates
+        assert f"at batch {max(rates, key=rates.get)}," in floor["method"], (floor, rates)
 
 
 def test_other_load_counts_waited_for_children_as_own() -> None:
