@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="1,2,3", help="which parts to run (part 1 always runs)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: batch 1, size 64, 1 round, sweep 8, no peers' Score-CAM "
+                        help="smoke run: batch 1, size 64, 1 round, sweep 8,16, no peers' Score-CAM "
                              "(part 3's rounds and blocks as given, else 1)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
