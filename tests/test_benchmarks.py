@@ -129,3 +129,32 @@ def test_other_load_counts_waited_for_children_as_own() -> None:
     burn = "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass"
     subprocess.run([sys.executable, "-c", burn], check=True, timeout=60)
     assert load._own() - before >= 0.8 * load.tick
+
+
+def test_scorecam_batch_balances_the_order_and_reports_ratios(tmp_path: Path) -> None:
+    """scorecam_batch.py: over 4 rounds every contender's mean position is the same (rotation
+    and reversal), bad batch sizes are refused, and a small run's ratios are its own times'."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "scorecam_batch", ROOT / "benchmarks" / "scorecam_batch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    names = ["floor 8", "camlib 8", "floor 32", "camlib 32"]
+    orders = [module.round_order(names, r) for r in range(4)]
+    assert all(sorted(order) == sorted(names) for order in orders)
+    assert {sum(order.index(n) for order in orders) for n in names} == {6}  # mean 1.5
+    with pytest.raises(SystemExit):
+        module.main(["--batches", "8"])
+    with pytest.raises(SystemExit):
+        module.main(["--batches", "8,24"])  # 24 does not divide 1,024
+    out = tmp_path / "batch.json"
+    assert module.main(["--batches", "256,512", "--rounds", "2", "--size", "32", "--json",
+                        str(out)]) == 0
+    result = json.loads(out.read_text())
+    times = result["times"]
+    assert all(len(t) == 2 for t in times.values())
+    ratios = result["summary"]["rounds' ratios"]
+    expected = [round(c / f, 4) for c, f in zip(times["camlib 512"], times["floor 256"])]
+    assert ratios["camlib 512 / floor 256"] == expected
