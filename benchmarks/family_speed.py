@@ -252,8 +252,7 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
     forwards = args.batch * channels
     sweep = [int(v) for v in args.sweep.split(",")]
     layouts = {"usual layout": torch.contiguous_format, "channels-last": torch.channels_last}
-    best: dict[str, tuple[int, float]] = {}  # layout -> (batch size, images per second)
-    swept: dict[str, dict[int, float]] = {label: {} for label in layouts}  # kept in the rows
+    swept: dict[str, dict[int, float]] = {label: {} for label in layouts}  # images/s
     for label, layout in layouts.items():
         for bs in sweep:
             probe = torch.randn(bs, 3, args.size, args.size, device=device)
@@ -269,8 +268,8 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
             rate = bs * reps / (time.perf_counter() - start)
             print(f"  masked forwards at batch {bs}, {label}: {rate:.1f} images/s", flush=True)
             swept[label][bs] = rate
-            if rate > best.get(label, (0, 0.0))[1]:
-                best[label] = (bs, rate)
+    best = {label: max(rates.items(), key=lambda item: item[1])  # (batch size, images/s)
+            for label, rates in swept.items()}
     usual_batch = best["usual layout"][0]  # the peers' batch size: they feed the usual layout
 
     def floor(layout, bs):

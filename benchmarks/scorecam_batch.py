@@ -18,7 +18,6 @@ is enforced: exits 0 unless the arguments are wrong.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
 import statistics
@@ -35,7 +34,7 @@ for path in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(path))
 
 import camlib  # noqa: E402
-from speed_memory import OtherLoad, versions  # noqa: E402
+from speed_memory import OtherLoad, run_meta, write_json  # noqa: E402
 
 
 def contenders(batches: list[int], size: int = 224) -> dict:
@@ -96,28 +95,23 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({name: round(t[-1], 3) for name, t in times.items()}), flush=True)
     first = f"floor {batches[0]}"
     per_round = {}
+
+    def ratios(a: str, b: str) -> None:
+        per_round[f"{a} / {b}"] = [s / t for s, t in zip(times[a], times[b])]
+
     for bs in batches:
-        per_round[f"camlib {bs} / floor {bs}"] = [
-            c / f for c, f in zip(times[f"camlib {bs}"], times[f"floor {bs}"])]
-        per_round[f"camlib {bs} / {first}"] = [
-            c / f for c, f in zip(times[f"camlib {bs}"], times[first])]
+        ratios(f"camlib {bs}", f"floor {bs}")
         if f"floor {bs}" != first:
-            per_round[f"floor {bs} / {first}"] = [
-                f / g for f, g in zip(times[f"floor {bs}"], times[first])]
+            ratios(f"camlib {bs}", first)
+            ratios(f"floor {bs}", first)
     summary = {"median s": {name: statistics.median(t) for name, t in times.items()},
                "median of the rounds' ratios": {k: statistics.median(v)
                                                 for k, v in per_round.items()},
                "rounds' ratios": {k: [round(x, 4) for x in v] for k, v in per_round.items()}}
-    meta = {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "batches": batches, "rounds": args.rounds, "size": args.size,
-            "threads": torch.get_num_threads(),
-            "other_processes_cpu_share": load.share(), "versions": versions(),
-            "total_seconds": time.perf_counter() - wall}
+    meta = run_meta(load, wall, batches=batches, rounds=args.rounds, size=args.size,
+                    threads=torch.get_num_threads())
     print(json.dumps(summary, indent=2))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, "times": times, "summary": summary},
-                                        indent=2) + "\n")
+    write_json(args.json, {"meta": meta, "times": times, "summary": summary})
     return 0
 
 

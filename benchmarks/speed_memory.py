@@ -332,6 +332,21 @@ class OtherLoad:
         return max(0.0, (busy - self.start_busy) - (own - self.start_own)) / capacity if capacity > 0 else None
 
 
+def run_meta(load: OtherLoad, wall: float, **fields) -> dict:
+    """A benchmark's ``meta``: the date, its own ``fields``, other processes' CPU share since
+    ``load`` started, the versions (with the commit) and the seconds since ``wall``."""
+    return {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), **fields,
+            "other_processes_cpu_share": load.share(), "versions": versions(),
+            "total_seconds": time.perf_counter() - wall}
+
+
+def write_json(path: Path | None, payload: dict) -> None:
+    """Write ``payload`` as indented JSON to ``path`` (its folder made), unless it is None."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -20,7 +20,6 @@ median ratio. Always exits 0.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
 import statistics
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         blocks(args.child, args.blocks)
         return 0
     sys.path[:0] = [str(ROOT / "benchmarks")]
-    from speed_memory import OtherLoad, versions
+    from speed_memory import OtherLoad, run_meta, write_json
 
     load, wall = OtherLoad(), time.perf_counter()
     records = []
@@ -119,15 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         }
     summary["floor: memory / default"] = (summary["memory"]["median floor s"]
                                           / summary["default"]["median floor s"])
-    meta = {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "other_processes_cpu_share": load.share(), "versions": versions(),
-            "total_seconds": time.perf_counter() - wall, "blocks": args.blocks,
-            "reps": args.reps}
+    meta = run_meta(load, wall, blocks=args.blocks, reps=args.reps)
     print(json.dumps(summary, indent=2))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, "blocks": records, "summary": summary},
-                                        indent=2) + "\n")
+    write_json(args.json, {"meta": meta, "blocks": records, "summary": summary})
     return 0
 
 
