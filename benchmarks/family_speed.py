@@ -306,7 +306,8 @@ def part3(args, model, x, xp, targets, top1, peer_batch, device, glibc, row, pgc
             return result
         calls[name] = call
 
-    ours(f"camlib scorecam (default batch size, {perturbation.SCORE_BATCH})", None)
+    default_batch = perturbation.default_score_batch(device)
+    ours(f"camlib scorecam (default batch size, {default_batch})", None)
     ours(f"camlib scorecam (batch_size {floor_batch}, the floor's best)", floor_batch)
     images = {name: args.batch for name in calls}
     if not args.quick:

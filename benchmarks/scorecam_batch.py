@@ -2,12 +2,12 @@
 
     python benchmarks/scorecam_batch.py [--batches 8,32] [--rounds 4] [--size 224] [--json PATH]
 
-``family_speed.py`` compares camlib's Score-CAM at its default batch size (32) with the floor at
-the sweep's best batch size (8 in its runs of 2026-11-28 15:55 and 2026-11-29 00:53), and
-``timing_conditions.py`` found camlib at the floor's time when both run at 32. This script
-times, in one process, the four contenders that separate the two effects: the floor (1,024
-masked forwards, ResNet-18, channels-last, random inputs of --size, 224 x 224 by default) and
-camlib's Score-CAM of the 2 images at ``layer4``, each at both batch sizes, in ``--rounds``
+``family_speed.py`` compared camlib's Score-CAM at its default batch size (32 until 2026-11-29)
+with the floor at the sweep's best batch size (8 in its runs of 2026-11-28 15:55 and 2026-11-29
+00:53), and ``timing_conditions.py`` found camlib at the floor's time when both run at 32. This
+script times, in one process, the four contenders that separate the two effects: the floor
+(1,024 masked forwards, ResNet-18, channels-last, random inputs of --size, 224 x 224 by default)
+and camlib's Score-CAM of the 2 images at ``layer4``, each at both batch sizes, in ``--rounds``
 rounds whose order rotates and reverses (round r runs the rotation by r // 2, reversed in odd
 rounds: every contender's mean position is the same over each two rounds), after a discarded
 first call of each (camlib's layout trial). glibc's default allocator, no memory sampling. It

@@ -1,6 +1,6 @@
 """Where camlib's Score-CAM spends its time, against the floor of its masked forward passes.
 
-    python benchmarks/scorecam_overhead.py [--batch-size 32] [--layout {usual,channels-last}]
+    python benchmarks/scorecam_overhead.py [--batch-size N] [--layout {usual,channels-last}]
                                            [--pairs 4] [--size 224] [--json PATH]
 
 The same model and images as ``family_speed.py`` (ResNet-18, random seeded weights, layer4, 2
@@ -95,7 +95,7 @@ def passes(model, chunk: torch.Tensor, count: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=perturbation.SCORE_BATCH)
+    parser.add_argument("--batch-size", type=int, default=perturbation.default_score_batch("cpu"))
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default=None,
                         help="the floors' layout (default: the one camlib's trial chose)")
     parser.add_argument("--pairs", type=int, default=4)

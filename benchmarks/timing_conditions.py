@@ -6,10 +6,10 @@ Until 2026-11-28 ``family_speed.py`` timed Score-CAM in the same calls that meas
 memory: glibc's mmap threshold fixed at 64 KiB (every block over it mapped and unmapped, so RSS
 follows the memory in use) and a thread sampling RSS every 0.5 ms. This script times the floor
 (1,024 masked forwards, ResNet-18, channels-last, batch 32, random inputs of 224 x 224) and
-camlib's Score-CAM of 2 images at ``layer4`` (default batch size 32; its layout trial runs in a
-warm-up call first) in ABBA blocks (floor, camlib, camlib, floor, then camlib, floor, floor,
-camlib), under each condition in its own process (the threshold cannot be unfixed), the
-conditions alternating ``--reps`` times:
+camlib's Score-CAM of 2 images at ``layer4`` (batch size 32, its default until 2026-11-29; its
+layout trial runs in a warm-up call first) in ABBA blocks (floor, camlib, camlib, floor, then
+camlib, floor, floor, camlib), under each condition in its own process (the threshold cannot be
+unfixed), the conditions alternating ``--reps`` times:
 
 - ``default``: glibc's default allocator, no sampling thread (what a user runs);
 - ``memory``: the threshold fixed, the heap trimmed before each call, the sampling thread on.
@@ -57,7 +57,8 @@ def blocks(condition: str, count: int) -> list[dict]:
                 model(masked)
 
     def ours() -> None:
-        camlib.explain(model, x, method="scorecam", layers="layer4", classes=classes)
+        camlib.explain(model, x, method="scorecam", layers="layer4", classes=classes,
+                       batch_size=32)
 
     def timed(call) -> float:
         gc.collect()

@@ -19,7 +19,12 @@ from tqdm.auto import tqdm
 from .methods import MethodInputs, register
 from .postprocess import normalize, upsample
 
-SCORE_BATCH = 32  # masked images per forward pass unless batch_size says otherwise
+# Score-CAM's masked images per forward pass unless batch_size says otherwise: SCORE_BATCH on
+# accelerators, SCORE_BATCH_CPU on the CPU. On 2 CPU cores (ResNet-18, 224 x 224, channels-last)
+# batches of 4, 8 and 16 ran within 1% of each other and 32 took 1.16 x as long
+# (benchmarks/scorecam_batch.py, README); smaller batches also hold less memory
+SCORE_BATCH = 32
+SCORE_BATCH_CPU = 8
 ABLATION_BYTES = 16 * 2**20  # ablated layer outputs per pass unless batch_size says otherwise
 # Ablation-CAM at a layer that feeds GAP + linear: the ablations in closed form (exact); False
 # runs the tail on the ablated copies there too (tests and benchmarks compare the two)
@@ -35,9 +40,10 @@ def scorecam(inputs: MethodInputs) -> Tensor:
 
     ``H_k = minmax(upsample(f_k))`` masks the image ``X``; ``w^c = softmax_k(S_c(X * H_k))``
     (softmax over the K channels) and ``M_c = sum_k w_k^c f_k``. That is K forward passes per
-    image, run ``batch_size`` masked images at a time, so the B x K masked images never exist
-    at once. A constant channel gives an all-zero mask, hence the same all-zero image for every
-    such channel of every image: it is scored once. The masked images go through the network in
+    image, run ``batch_size`` masked images at a time (by default
+    :func:`default_score_batch`), so the B x K masked images never exist at once. A constant
+    channel gives an all-zero mask, hence the same all-zero image for every such channel of
+    every image: it is scored once. The masked images go through the network in
     the faster memory layout for this model and size (:class:`LayoutTrial`).
     """
     assert inputs.images is not None and inputs.forward is not None and inputs.logits is not None
@@ -49,7 +55,7 @@ def scorecam(inputs: MethodInputs) -> Tensor:
         zero_logits = inputs.forward(torch.zeros_like(images[:1]))[0]  # [num_classes]
         scores = torch.where(constant[..., None], zero_logits[classes][:, None, :], scores)
     pairs = (~constant).nonzero()  # [N, 2]: (image, channel) pairs that need a forward pass
-    batch = inputs.batch_size or SCORE_BATCH
+    batch = inputs.batch_size or default_score_batch(images.device)
     chunks = range(0, pairs.shape[0], batch)
     trial = LayoutTrial(pairs.shape[0] // batch, images, inputs.memory, batch)
     for i, start in enumerate(tqdm(chunks, desc="Score-CAM", disable=not inputs.progress)):
@@ -64,6 +70,11 @@ def scorecam(inputs: MethodInputs) -> Tensor:
         scores[b, k] = logits.gather(1, classes[b]).to(scores.dtype)
     weights = scores.softmax(dim=1)  # over channels
     return torch.einsum("bkhw,bkt->bthw", f, weights.to(f.dtype))
+
+
+def default_score_batch(device: torch.device | str) -> int:
+    """Score-CAM's masked images per forward pass when ``batch_size`` is not given."""
+    return SCORE_BATCH_CPU if torch.device(device).type == "cpu" else SCORE_BATCH
 
 
 class LayoutTrial:

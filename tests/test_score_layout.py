@@ -157,3 +157,31 @@ def test_a_failing_model_is_remembered_as_usual_only() -> None:
     recorder.seen.clear()
     scorecam(recorder, images, trial=True, layer="net.features")
     assert not any(recorder.seen)  # not even one channels-last attempt
+
+
+class Sizes(nn.Module):
+    """conv (20 channels) -> GAP -> linear; records the number of images in each pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.features = nn.Conv2d(3, 20, 3, padding=1)
+        self.fc = nn.Linear(20, 4)
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(x.shape[0])
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+def test_default_batch_size_is_8_on_the_cpu_and_32_elsewhere(device) -> None:
+    # 2 images x 20 channels (a conv of random images: no constant channel) = 40 masked images
+    model = Sizes().to(device).eval()
+    camlib.explain(model, random_images(6, batch=2, device=device), method="scorecam",
+                   layers="features")
+    masked = model.sizes[1:]  # after the plain forward on the 2 images
+    assert masked == ([8] * 5 if device.type == "cpu" else [32, 8])
+    model.sizes.clear()
+    camlib.explain(model, random_images(6, batch=2, device=device), method="scorecam",
+                   layers="features", batch_size=16)
+    assert model.sizes[1:] == [16, 16, 8]
