@@ -122,8 +122,8 @@ class Explainer:
     Called outside a ``with`` block, it attaches its hooks for that call only.
 
     ``batch_size`` and ``progress`` concern the methods that run the network again (Score-CAM:
-    masked images per forward pass; Ablation-CAM: ablated channels per pass), and whether they
-    show a progress bar.
+    masked images per forward pass, by default 8 on the CPU and 32 elsewhere; Ablation-CAM:
+    ablated channels per pass), and whether they show a progress bar.
     """
 
     def __init__(
