@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .compare import NAMES
-from .explain import Capture, Explainer
+from .explain import Capture, Explainer, find_linear_head
 from .methods import METHODS, get_method
 from .postprocess import colorize, to_image_maps, zhou_boxes
 
@@ -36,12 +36,6 @@ HELP = (
 def method_name(method: str) -> str:
     """The name a reader knows a method by: ``"gradcampp"`` is ``"Grad-CAM++"``."""
     return NAMES.get(method, method)
-
-
-def reruns_network(method: str) -> bool:
-    """Whether the method runs the network again (Score-CAM, Ablation-CAM): seconds, not ms."""
-    found = get_method(method)
-    return found.needs_forward or found.needs_tail
 
 
 def computing_message(method: str, class_name: str, layer: str, channels: int) -> str:
@@ -81,6 +75,7 @@ class ExplorerState:
         self._captures: dict[str, Capture] = {}
         self._class_rows: dict[int, Tensor] = {}
         self._maps: dict[tuple[str, str, int, str], Tensor] = {}
+        self._feeds_head: dict[str, bool] = {}
         self.forward_passes = 0
 
     def capture(self, photo: str) -> Capture:
@@ -97,6 +92,26 @@ class ExplorerState:
 
     def probability(self, photo: str, class_index: int) -> float:
         return float(self.capture(photo).logits.detach().softmax(dim=1)[0, class_index])
+
+    def feeds_linear_head(self, photo: str, layer: str) -> bool:
+        """Whether ``layer`` feeds the GAP + linear head (CAM applies; Ablation-CAM there is
+        in closed form, with no rerun)."""
+        if layer not in self._feeds_head:
+            capture = self.capture(photo)
+            try:
+                find_linear_head(self._explainer.model, layer,
+                                 capture.activations[layer].detach(), capture.logits.detach())
+                self._feeds_head[layer] = True
+            except ValueError:
+                self._feeds_head[layer] = False
+        return self._feeds_head[layer]
+
+    def reruns_network(self, photo: str, layer: str, method: str) -> bool:
+        """Whether this map runs the network again (Score-CAM; Ablation-CAM except at the
+        layer that feeds the head): seconds, where the other methods take milliseconds."""
+        found = get_method(method)
+        return found.needs_forward or (
+            found.needs_tail and not self.feeds_linear_head(photo, layer))
 
     def has_map(self, photo: str, layer: str, class_index: int, method: str) -> bool:
         """Whether :meth:`map` would answer from the cache."""
@@ -293,7 +308,7 @@ class Explorer:
         probability = self.state.probability(photo, self.class_index)
         h, w = self.state.feature_size(photo, layer)
         box = self.box_ratio.value if self.box.value else None
-        slow = reruns_network(method) and not self.state.has_map(
+        slow = self.state.reruns_network(photo, layer, method) and not self.state.has_map(
             photo, layer, self.class_index, method)
         try:
             if slow:
