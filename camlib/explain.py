@@ -217,7 +217,6 @@ class Explainer:
                 logits=logits,
                 images=capture.images if method.needs_forward else None,
                 forward=self._forward if method.needs_forward else None,
-                memory=MODEL_MEMORY.setdefault(self.model, {}) if method.needs_forward else None,
                 tail=tail,
                 batch_size=self.batch_size,
                 progress=self.progress,
@@ -252,8 +251,6 @@ class Explainer:
 
 
 _DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
-# per model, choices that hold across calls (Score-CAM's memory layout); gone with the model
-MODEL_MEMORY: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 def default_layer(model: nn.Module, images: Tensor) -> str:

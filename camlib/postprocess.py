@@ -134,16 +134,47 @@ def zhou_boxes(maps: Tensor, ratio: float = 0.2) -> Tensor:
     return mask_to_box(largest_component(threshold_mask(maps, ratio)))
 
 
+# matplotlib's "jet" as (position, value) knots per channel, so the default colour map needs
+# no matplotlib (the [viz] extra brings the others)
+_JET = (
+    ((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),
+    ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)),
+    ((0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)),
+)
+
+
+def _interpolate(x: Tensor, knots: tuple[tuple[float, float], ...]) -> Tensor:
+    xs = torch.tensor([k[0] for k in knots], dtype=x.dtype)
+    ys = torch.tensor([k[1] for k in knots], dtype=x.dtype)
+    right = torch.searchsorted(xs, x, right=True).clamp(1, len(knots) - 1)
+    x0, x1, y0, y1 = xs[right - 1], xs[right], ys[right - 1], ys[right]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
 @lru_cache(maxsize=16)
 def _colour_table(cmap: str, device: torch.device) -> Tensor:
-    import matplotlib
-
-    table = matplotlib.colormaps[cmap](torch.linspace(0, 1, 256).numpy())[:, :3]
+    positions = torch.linspace(0, 1, 256, dtype=torch.float64)
+    if cmap == "jet":
+        table = torch.stack([_interpolate(positions, knots) for knots in _JET], dim=1)
+        return table.to(device=device, dtype=torch.float32)
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError(
+            f"cmap={cmap!r} needs matplotlib (pip install 'camlib[viz]'); "
+            "the default 'jet' works without it"
+        ) from None
+    if cmap not in matplotlib.colormaps:
+        raise ValueError(f"cmap: expected a matplotlib colour map name, got {cmap!r}")
+    table = matplotlib.colormaps[cmap](positions.numpy())[:, :3]
     return torch.as_tensor(table, dtype=torch.float32, device=device)
 
 
 def colorize(maps: Tensor, cmap: str = "jet") -> Tensor:
-    """``[..., H, W]`` maps in ``[0, 1]`` to RGB ``[..., 3, H, W]`` through a matplotlib colour map."""
+    """``[..., H, W]`` maps in ``[0, 1]`` to RGB ``[..., 3, H, W]`` through a colour map.
+
+    ``"jet"`` is built in; any other matplotlib colour map name needs matplotlib.
+    """
     table = _colour_table(cmap, maps.device)
     index = (maps.clamp(0, 1) * 255).round().long()
     return table[index].movedim(-1, -3)

@@ -1,0 +1,76 @@
+"""Input validation with messages that say what was expected and what came."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def expected_channels(model: nn.Module) -> int | None:
+    """Input channels of the model's first convolution, if it has one."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    return None
+
+
+def check_images(model: nn.Module, images: object) -> Tensor:
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images: expected a torch.Tensor [B, C, H, W], got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise TypeError(
+            f"images: expected a floating-point tensor (normalised pixels), got dtype {images.dtype}; "
+            "convert with images.float() / 255 and the model's normalisation"
+        )
+    if images.ndim != 4:
+        raise ValueError(f"images: expected a 4-D tensor [B, C, H, W], got shape {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"images: expected at least one image, got an empty batch {tuple(images.shape)}")
+    channels = expected_channels(model)
+    if channels is not None and images.shape[1] != channels:
+        raise ValueError(
+            f"images: the model's first convolution expects {channels} channels, "
+            f"got {images.shape[1]} (shape {tuple(images.shape)})"
+        )
+    parameter = next(model.parameters(), None)
+    if parameter is not None and parameter.device != images.device:
+        raise ValueError(f"images are on {images.device} but the model is on {parameter.device}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("images: expected finite values, got NaN or Inf")
+    return images
+
+
+def check_topk(topk: object) -> int:
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+        raise ValueError(f"topk: expected a positive int, got {topk!r}")
+    return topk
+
+
+def classes_as_rows(classes: object, batch_size: int, device: torch.device) -> Tensor | None:
+    """``None``, an int, or a ``[B]`` / ``[B, T]`` integer tensor, as a ``[B, T]`` LongTensor."""
+    if classes is None:
+        return None
+    if isinstance(classes, bool):
+        raise TypeError("classes: expected an int or an integer tensor, got a bool")
+    if isinstance(classes, int):
+        return torch.full((batch_size, 1), classes, dtype=torch.long, device=device)
+    if isinstance(classes, (list, tuple)):
+        classes = torch.as_tensor(classes)
+    if not isinstance(classes, Tensor):
+        raise TypeError(
+            f"classes: expected None, an int, or a LongTensor [B] or [B, T], got {type(classes).__name__}"
+        )
+    if classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool:
+        raise TypeError(f"classes: expected an integer tensor, got dtype {classes.dtype}")
+    rows = classes[:, None] if classes.ndim == 1 else classes
+    if rows.ndim != 2 or rows.shape[0] != batch_size or rows.shape[1] == 0:
+        raise ValueError(
+            f"classes: expected one row per image, shape [{batch_size}] or [{batch_size}, T] with T >= 1, "
+            f"got shape {tuple(classes.shape)}"
+        )
+    return rows.to(device=device, dtype=torch.long)
+
+
+def check_class_range(classes: Tensor, num_classes: int) -> None:
+    if bool(((classes < 0) | (classes >= num_classes)).any()):
+        bad = classes[(classes < 0) | (classes >= num_classes)].unique().tolist()
+        raise ValueError(f"classes: expected indices in [0, {num_classes - 1}], got {bad}")

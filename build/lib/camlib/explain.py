@@ -1,0 +1,304 @@
+"""The pipeline: images -> one forward pass with scoped hooks -> method -> image-sized maps."""
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from . import checks
+from .capture import (
+    ActivationRecorder, LayerSwap, find_feature_layer, model_state_preserved, resolve_layers,
+)
+from .methods import LinearHead, Method, MethodInputs, get_method
+from .postprocess import to_image_maps, zhou_boxes
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Maps for T classes of each of B images (T = 1 unless ``topk`` or ``classes`` ask for more).
+
+    ``maps`` [B, T, H, W] are for the first layer, at the input's resolution, ReLU'd and each
+    scaled to [0, 1]; ``raw`` holds every layer's maps [B, T, h, w] before all of that.
+    """
+
+    maps: Tensor
+    raw: dict[str, Tensor]
+    classes: Tensor
+    scores: Tensor
+    logits: Tensor
+    method: str
+    layers: list[str] = field(default_factory=list)
+
+    def maps_for(self, layer: str) -> Tensor:
+        """Image-sized, normalised maps of another captured layer."""
+        if layer not in self.raw:
+            raise ValueError(f"layer: expected one of {list(self.raw)}, got {layer!r}")
+        return to_image_maps(self.raw[layer], tuple(self.maps.shape[-2:]))
+
+    def boxes(self, ratio: float = 0.2) -> Tensor:
+        """Zhou et al. boxes [B, T, 4] (x0, y0, x1, y1) of the first layer's maps."""
+        return zhou_boxes(self.maps, ratio)
+
+
+@dataclass
+class Capture:
+    """One forward pass: the logits and each recorded layer's output.
+
+    When gradients were tracked, the autograd graph from the layers to the logits is alive, and
+    :meth:`gradients` computes (and caches) d logit / d layer output for any classes.
+    """
+
+    logits: Tensor
+    activations: dict[str, Tensor]
+    _cached: tuple[Tensor, dict[str, Tensor]] | None = field(default=None, repr=False)
+    images: Tensor | None = field(default=None, repr=False)  # the input, for perturbation methods
+    calls: dict[str, int] = field(default_factory=dict)  # which call of each layer was recorded
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.activations)
+
+    def gradients(self, classes: Tensor) -> dict[str, Tensor]:
+        """``{layer: [B, T, K, h, w]}``: one backward pass per class column, over the head only.
+
+        Images in a batch are independent in eval mode, so summing the chosen logits over the
+        batch gives every image its own gradient in one pass. The graph is kept for later calls.
+        """
+        # Cached by identity (no host sync): all layers of one call share the classes tensor.
+        if self._cached is None or self._cached[0] is not classes:
+            self._cached = (classes, self._compute_gradients(classes))
+        return self._cached[1]
+
+    def _compute_gradients(self, classes: Tensor) -> dict[str, Tensor]:
+        names = self.layers
+        if not self.logits.requires_grad:
+            raise ValueError(f"layers {names}: no gradient was recorded; capture with track_gradients=True")
+        per_class = []
+        for k in range(classes.shape[1]):
+            with torch.enable_grad():  # the caller may be under torch.no_grad()
+                target = self.logits.gather(1, classes[:, k : k + 1]).sum()
+            inputs = [self.activations[n] for n in names]
+            per_class.append(torch.autograd.grad(target, inputs, retain_graph=True, allow_unused=True))
+        result = {}
+        for i, name in enumerate(names):
+            if any(grads[i] is None for grads in per_class):
+                raise ValueError(f"layer {name!r}: the logits do not depend on it, so there is no gradient")
+            result[name] = torch.stack([grads[i] for grads in per_class], dim=1)
+        return result
+
+
+def choose_classes(logits: Tensor, rows: Tensor | None, topk: int) -> Tensor:
+    """The requested classes [B, T], checked against the logits, or the top-k predictions."""
+    num_classes = logits.shape[1]
+    if rows is None:
+        if topk > num_classes:
+            raise ValueError(f"topk: expected at most {num_classes} (the number of classes), got {topk}")
+        return logits.detach().topk(topk, dim=1).indices
+    checks.check_class_range(rows, num_classes)
+    return rows
+
+
+def logits_of(output: object) -> Tensor:
+    """Class scores from a model output: a tensor, the first tensor of a tuple, or ``.logits``."""
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        output = output[0]
+    elif not isinstance(output, Tensor) and isinstance(getattr(output, "logits", None), Tensor):
+        output = output.logits
+    if not isinstance(output, Tensor) or output.ndim != 2:
+        got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise TypeError(f"model output: expected class scores [B, num_classes], got {got}")
+    return output
+
+
+class Explainer:
+    """Computes class activation maps of ``model`` with hooks that exist only while in use.
+
+    >>> with Explainer(model, method="gradcam", layers=["layer3", "layer4"]) as explainer:
+    ...     exp = explainer(images, topk=3)
+
+    Called outside a ``with`` block, it attaches its hooks for that call only.
+
+    ``batch_size`` and ``progress`` concern the methods that run the network again (Score-CAM:
+    masked images per forward pass, by default 8 on the CPU and 32 elsewhere; Ablation-CAM:
+    ablated channels per pass), and whether they show a progress bar.
+    """
+
+    def __init__(
+        self, model: nn.Module, method: str = "cam", layers: str | Sequence[str] | None = None,
+        batch_size: int | None = None, progress: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise ValueError(f"batch_size: expected None or a positive int, got {batch_size!r}")
+        self.model = model
+        self.method: Method = get_method(method)
+        self.batch_size = batch_size
+        self.progress = bool(progress)
+        self.layers: list[str] | None = None if layers is None else resolve_layers(model, layers)
+        self._recorder: ActivationRecorder | None = None
+        self._heads: dict[str, LinearHead] = {}
+        self._inside_block = False
+
+    def __enter__(self) -> Explainer:
+        if self._inside_block:
+            raise RuntimeError("this Explainer is already in use in a with-block")
+        self._inside_block = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._inside_block = False
+        self.close()
+
+    def close(self) -> None:
+        """Remove the hooks; the model is as it was before the Explainer touched it."""
+        if self._recorder is not None:
+            self._recorder.detach()
+            self._recorder = None
+
+    def __call__(self, images: Tensor, classes: object = None, topk: int = 1) -> Explanation:
+        images = checks.check_images(self.model, images)
+        topk = checks.check_topk(topk)
+        rows = checks.classes_as_rows(classes, images.shape[0], images.device)
+        capture = self._capture(images, self.method.needs_gradients)
+        classes = choose_classes(capture.logits, rows, topk)
+        raw = {name: self.raw_maps(capture, name, classes) for name in capture.activations}
+        logits = capture.logits.detach()
+        scores = logits.softmax(dim=1).gather(1, classes)
+        maps = to_image_maps(raw[capture.layers[0]], tuple(images.shape[-2:]))
+        return Explanation(maps, raw, classes, scores, logits, self.method.name, capture.layers)
+
+    def capture(self, images: Tensor, track_gradients: bool | None = None) -> Capture:
+        """One forward pass recording every layer; the graph above the layers is kept when
+        gradients are tracked (the method's need, unless ``track_gradients`` says otherwise)."""
+        images = checks.check_images(self.model, images)
+        return self._capture(images, self.method.needs_gradients if track_gradients is None else track_gradients)
+
+    def _capture(self, images: Tensor, track_gradients: bool) -> Capture:
+        with model_state_preserved(self.model):
+            recorder = self._attached_recorder(images)
+            try:
+                with recorder.recording(track_gradients=track_gradients) as activations:
+                    logits = logits_of(self.model(images))
+                missing = [name for name in recorder.layer_names if name not in activations]
+                if missing:
+                    raise ValueError(f"layers {missing} did not run in the forward pass")
+                recorded = {name: activations[name] for name in recorder.layer_names}
+                return Capture(logits, recorded, images=images, calls=dict(recorder.calls))
+            finally:
+                if not self._inside_block:
+                    self.close()
+
+    def raw_maps(self, capture: Capture, layer: str, classes: Tensor, method: Method | None = None) -> Tensor:
+        """Raw maps [B, T, h, w] of ``layer`` for ``classes`` [B, T] from a capture."""
+        method = method or self.method
+        activations = capture.activations[layer]
+        logits = capture.logits.detach()
+        if (method.needs_forward or method.needs_tail) and capture.images is None:
+            raise ValueError(
+                f"method {method.name!r} reruns the network: the capture must hold the images"
+            )
+        tail = None
+        if method.needs_tail:
+            tail = LayerSwap(self.model, layer, capture.calls.get(layer, 1), capture.images,
+                             activations.detach(), logits, logits_of)
+        return method.compute(
+            MethodInputs(
+                activations=activations.detach(),
+                classes=classes,
+                gradients=capture.gradients(classes)[layer] if method.needs_gradients else None,
+                head=self._head(layer, activations, capture.logits, required=method.needs_head)
+                if method.needs_head or method.wants_head else None,
+                logits=logits,
+                images=capture.images if method.needs_forward else None,
+                forward=self._forward if method.needs_forward else None,
+                tail=tail,
+                batch_size=self.batch_size,
+                progress=self.progress,
+            )
+        )
+
+    def _forward(self, images: Tensor) -> Tensor:
+        """Logits of a plain forward pass in eval mode, without a graph (hooks left disarmed)."""
+        with model_state_preserved(self.model), torch.no_grad():
+            return logits_of(self.model(images)).detach()
+
+    def _attached_recorder(self, images: Tensor) -> ActivationRecorder:
+        if self._recorder is None:
+            if self.layers is None:
+                self.layers = [default_layer(self.model, images)]
+            self._recorder = ActivationRecorder(self.model, self.layers)
+            self._recorder.attach()
+        return self._recorder
+
+    def _head(self, layer: str, features: Tensor, logits: Tensor, required: bool = True
+              ) -> LinearHead | None:
+        """The GAP + linear head after ``layer``, checked on this batch; if the layer does not
+        feed one, a ValueError when ``required``, else None."""
+        if layer not in self._heads:
+            try:
+                self._heads[layer] = find_linear_head(self.model, layer, features, logits)
+            except ValueError:
+                if required:
+                    raise
+                return None
+        return self._heads[layer]
+
+
+_DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
+def default_layer(model: nn.Module, images: Tensor) -> str:
+    """The feature map feeding the global pooling, found once per model by a probe forward pass."""
+    if model not in _DEFAULT_LAYERS:
+        _DEFAULT_LAYERS[model] = find_feature_layer(model, images)
+    return _DEFAULT_LAYERS[model]
+
+
+def find_linear_head(model: nn.Module, layer: str, features: Tensor, logits: Tensor) -> LinearHead:
+    """The linear classifier that maps GAP(features) to the logits, checked on this batch."""
+    channels, num_classes = features.shape[1], logits.shape[1]
+    candidates = [
+        m for m in model.modules()
+        if isinstance(m, nn.Linear) and m.in_features == channels and m.out_features == num_classes
+    ]
+    if candidates:
+        layer_module = candidates[-1]
+        scale = logits.detach().abs().amax().clamp_min(1.0)
+        for relu_first in (False, True):
+            head = LinearHead(layer_module.weight.detach(), _detached(layer_module.bias), relu_first)
+            pooled = head.pooled_features(features.detach()).mean(dim=(-2, -1))
+            predicted = torch.nn.functional.linear(pooled, head.weight, head.bias)
+            if bool((predicted - logits.detach()).abs().amax() <= 1e-3 * scale):
+                return head
+    raise ValueError(
+        f"method 'cam' needs layer {layer!r} to feed global average pooling and then one linear "
+        f"classifier ({channels} -> {num_classes} classes); this model's head is not of that form. "
+        "Use method='gradcam', which works for any differentiable head."
+    )
+
+
+def _detached(tensor: Tensor | None) -> Tensor | None:
+    return None if tensor is None else tensor.detach()
+
+
+def explain(
+    model: nn.Module,
+    images: Tensor,
+    method: str = "cam",
+    layers: str | Sequence[str] | None = None,
+    classes: object = None,
+    topk: int = 1,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> Explanation:
+    """One-shot :class:`Explainer` call: hooks are attached and removed within it."""
+    explainer = Explainer(
+        model, method=method, layers=layers, batch_size=batch_size, progress=progress
+    )
+    return explainer(images, classes=classes, topk=topk)

@@ -1,0 +1,41 @@
+"""Eigen-CAM: the first principal direction of the activations, class-agnostic."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import MethodInputs, register
+
+
+def first_component(activations: Tensor, centre: bool = False) -> Tensor:
+    """Projection of each position's K-vector onto the first right singular vector.
+
+    activations [B, K, h, w] -> [B, h, w]; ``X`` is the [h w, K] matrix of one image,
+    ``v_1`` the first right singular vector of ``X`` (of ``X - mean`` with ``centre``), the result
+    ``X v_1``, with the sign left as the SVD returns it.
+    """
+    x = activations.flatten(2).transpose(1, 2)  # [B, hw, K]
+    if centre:
+        x = x - x.mean(dim=1, keepdim=True)
+    x = x if x.dtype == torch.float64 else x.float()
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)  # vh [B, min(hw, K), K]
+    projection = (x @ vh[:, 0, :, None]).squeeze(-1)  # [B, hw]
+    return projection.to(activations.dtype).reshape(activations.shape[0], *activations.shape[-2:])
+
+
+@register("eigencam")
+def eigencam(inputs: MethodInputs) -> Tensor:
+    """Eigen-CAM, Muhammad & Yeasin (2020): activations projected on their first component.
+
+    ``M = X v_1`` where ``X`` is the [h w, K] matrix of ``f`` and ``v_1`` its first right singular
+    vector, as in the paper (not centred; pytorch-grad-cam centres ``X`` first). An SVD fixes
+    ``v_1`` only up to sign; the sign is chosen so that ``M`` correlates positively with
+    ``sum_k f_k``. Class-agnostic: every class asked gets the same map.
+    """
+    projection = first_component(inputs.activations)  # [B, h, w]
+    total = inputs.activations.sum(dim=1)
+    p = projection.flatten(1) - projection.flatten(1).mean(1, keepdim=True)
+    t = total.flatten(1) - total.flatten(1).mean(1, keepdim=True)
+    sign = torch.where((p * t).sum(1) < 0, -1.0, 1.0).to(projection.dtype)
+    maps = projection * sign[:, None, None]
+    return maps[:, None].repeat(1, inputs.classes.shape[1], 1, 1)
