@@ -405,3 +405,29 @@ def plot_cam_schematic(photo: Tensor | None = None, features: Tensor | None = No
                                                           else ""),
             ha="center", va="top", fontsize=9)
     return fig
+
+
+def plot_display_steps(photo: Tensor, raw: Tensor, title: str, alpha: float = 0.5) -> Figure:
+    """The display pipeline of one raw map ``[h, w]``: signed, after ReLU, upsampled to the
+    photo's size and scaled to [0, 1], and drawn over ``photo`` ([3, H, W])."""
+    from camlib.postprocess import normalize, upsample
+
+    relu = raw.detach().clamp_min(0)
+    big = normalize(upsample(relu, tuple(photo.shape[-2:])))
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.4), layout="constrained")
+    scale = float(raw.abs().max()) or 1.0
+    signed = axes[0].imshow(raw.detach().cpu().numpy(), cmap="RdBu_r", vmin=-scale, vmax=scale)
+    fig.colorbar(signed, ax=axes[0], shrink=0.8)
+    axes[0].set_title("1. raw map $M_c$ (signed)", fontsize=10)
+    positive = axes[1].imshow(relu.cpu().numpy(), cmap=CMAP, vmin=0)
+    fig.colorbar(positive, ax=axes[1], shrink=0.8)
+    axes[1].set_title("2. ReLU: negatives set to 0", fontsize=10)
+    axes[2].imshow(big.cpu().numpy(), cmap=CMAP, vmin=0, vmax=1)
+    axes[2].set_title("3. upsampled, scaled to [0, 1]", fontsize=10)
+    show_map(axes[3], photo, big, "4. over the image", alpha)
+    add_colorbar(fig, axes[2:].tolist())
+    for ax in axes[:3]:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=12)
+    return fig
