@@ -6,7 +6,7 @@
    box, layer), median wall time per update and the forward passes it caused; then one
    uncached Score-CAM at ``head`` (1280 channels) and Ablation-CAM at ``blocks.10``, the
    methods that rerun the network, in seconds. The explorer's help text quotes the Score-CAM
-   figure (``camlib.widgets.SCORECAM_HEAD_COST``; tests/test_widgets.py checks it against
+   figure (``cambook.widgets.SCORECAM_HEAD_COST``; tests/book/test_widgets.py checks it against
    this file, by ``laptop_seconds``: the seconds scaled to that 2-core machine when quiet,
    through the reference workload timed just before and after).
 2. In JupyterLab (tests/browser/jupyterlab_harness.py, headless Chromium): chapter 2 run as a
@@ -38,7 +38,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests" / "brows
 
 from build_time import REFERENCE_SECONDS, reference_workload  # noqa: E402
 
-from camlib import data, models, widgets  # noqa: E402
+from camlib import models  # noqa: E402
+
+from cambook import data, widgets  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "explorer-latency.json"
 # The reference workload on the 2-core machine whose figures the explorer's text states, when
