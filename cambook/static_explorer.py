@@ -261,9 +261,9 @@ _SCRIPT = """function (opt) {
     var uri = view[m].maps[t];
     if (uri === null) {
       heat.style.display = "none"; frame.style.display = "none";
-      caption.innerHTML = "<b>" + esc(data.names[m]) + "</b> is defined only for the layer " +
-        "that feeds the global pooling; choose the last layer or Grad-CAM for <code>" +
-        esc(layer.value) + "</code>.";
+      caption.innerHTML = "<b>" + esc(data.names[m]) +
+        "</b> is defined only for the layer that feeds the global pooling; " +
+        "choose the last layer or Grad-CAM for <code>" + esc(layer.value) + "</code>.";
       return;
     }
     heat.style.display = ""; heat.src = uri; heat.style.opacity = opacity.value;
