@@ -207,7 +207,7 @@ def test_the_stated_scorecam_cost_is_the_measured_one() -> None:
     from pathlib import Path
 
     root = next(p for p in Path(__file__).resolve().parents
-                if (p / "benchmarks").is_dir())
+                if (p / "benchmarks" / "results").is_dir())
     results = root / "benchmarks" / "results"
     run = json.loads((results / "explorer-latency.json").read_text())
     assert widgets.SCORECAM_HEAD_COST == "about half a minute on a 2-core laptop"
