@@ -13,13 +13,23 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
 import torchvision
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024.0 * 1024.0
+
+
+def tiny() -> nn.Module:
+    """A smoke-test network shaped like a ResNet: ``layer4`` (16 channels) feeds GAP + ``fc``."""
+    return nn.Sequential(OrderedDict(
+        stem=nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU()),
+        layer4=nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU()),
+        avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(16, 10)))
 
 
 def sync(device: torch.device) -> None:

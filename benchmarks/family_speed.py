@@ -28,7 +28,6 @@ import importlib
 import statistics
 import sys
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -36,11 +35,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import torchvision
-from torch import nn
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).parent)]
 import camlib  # noqa: E402
-from common import MIB, Glibc, OtherLoad, device_name, peak_bytes, run_meta, sync, write_json  # noqa: E402,E501
+from common import (MIB, Glibc, OtherLoad, device_name, peak_bytes, run_meta,  # noqa: E402
+                    sync, tiny, write_json)
 
 PEERS = {  # camlib's method: (pgc's class, torchcam's class); Captum has Grad-CAM only
     "cam": (None, "CAM"), "gradcam": ("GradCAM", "GradCAM"),
@@ -67,14 +66,6 @@ class Contender:
     library: str
     call: object
     release: object = lambda: None  # drops what a library keeps between calls (untimed)
-
-
-def tiny() -> nn.Module:
-    """A smoke-test network shaped like a ResNet: ``layer4`` (16 channels) feeds GAP + ``fc``."""
-    return nn.Sequential(OrderedDict(
-        stem=nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU()),
-        layer4=nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU()),
-        avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(16, 10)))
 
 
 def tail_reruns(model, x, classes):
