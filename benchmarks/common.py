@@ -25,7 +25,7 @@ MIB = 1024.0 * 1024.0
 
 
 def tiny() -> nn.Module:
-    """A smoke-test network shaped like a ResNet: ``layer4`` (16 channels) feeds GAP + ``fc``."""
+    """A smoke-test network shaped like a ResNet: ``layer4`` (16 channels), ``fc``."""
     return nn.Sequential(OrderedDict(
         stem=nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU()),
         layer4=nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU()),
@@ -40,7 +40,7 @@ def sync(device: torch.device) -> None:
 class RssSampler(threading.Thread):
     """Samples this process's resident set size (/proc/self/statm) every ``interval_s``.
 
-    Torch releases the GIL inside its kernels, so the thread keeps sampling during the call.
+    Torch releases the GIL inside its kernels, so the thread samples during the call.
     """
 
     def __init__(self, interval_s: float = 0.0005) -> None:
@@ -75,12 +75,13 @@ class RssSampler(threading.Thread):
 
 
 class Glibc:
-    """Makes freed CPU tensor memory go back to the OS at once, so RSS tracks what is in use.
+    """Makes freed CPU tensor memory go back to the OS at once: RSS tracks what is used.
 
-    glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed; later
-    blocks below it come from the heap and stay resident after free. Fixing the threshold and
-    trimming the heap before each call keeps RSS equal to live memory plus small change. It
-    costs time, so the benchmarks fix it only for the memory phase, after all timing.
+    glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed;
+    later blocks below it come from the heap and stay resident after free. Fixing the
+    threshold and trimming the heap before each call keeps RSS equal to live memory plus
+    small change. It costs time, so the benchmarks fix it for the memory phase only,
+    after all timing.
     """
 
     def __init__(self) -> None:
@@ -102,8 +103,8 @@ class Glibc:
 
 
 def peak_bytes(call, device: torch.device, glibc: Glibc) -> float:
-    """Memory one call needs above what was in use just before it: on CUDA the allocator's
-    peak counter, on the CPU the resident set size sampled by a thread."""
+    """Memory one call needs above what was in use just before it: on CUDA the
+    allocator's peak counter, on the CPU the resident set size sampled by a thread."""
     gc.collect()
     sync(device)
     if device.type == "cuda":
@@ -119,10 +120,10 @@ def peak_bytes(call, device: torch.device, glibc: Glibc) -> float:
 
 
 class OtherLoad:
-    """Share of the machine's CPU time that other processes used since this object was made.
+    """Share of the machine's CPU time that other processes used since it was made.
 
-    On a machine with few cores, anything else running slows the contenders unevenly; the
-    benchmarks report this so a noisy run can be recognised and redone.
+    On a machine with few cores, anything else running slows the contenders unevenly;
+    the benchmarks report this so a noisy run can be recognised and redone.
     """
 
     def __init__(self) -> None:
@@ -163,7 +164,8 @@ def device_name(device: torch.device) -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} logical CPUs)"
+                name = line.split(":", 1)[1].strip()
+                return f"{name} ({os.cpu_count()} logical CPUs)"
     return platform.processor() or "CPU"
 
 
@@ -185,12 +187,12 @@ def versions() -> dict[str, object]:
 
 
 def code_state() -> dict[str, object]:
-    """The git commit of the run's code, and whether camlib/ or benchmarks/ differ from it
-    (changed tracked files or new Python files, results aside; None without git)."""
+    """The git commit of the run's code, and whether camlib/ or benchmarks/ differ from
+    it (changed tracked files or new Python files, results aside; None without git)."""
     def git(*args: str) -> str | None:
         with contextlib.suppress(Exception):
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  check=True, timeout=10).stdout.strip()
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
+                                  text=True, check=True, timeout=10).stdout.strip()
         return None
 
     changed = git("status", "--porcelain", "--untracked-files=all", "--", "camlib",
@@ -203,15 +205,16 @@ def code_state() -> dict[str, object]:
 
 
 def run_meta(load: OtherLoad, wall: float, **fields) -> dict:
-    """A benchmark's ``meta``: the date, its own ``fields``, other processes' CPU share since
-    ``load`` was made, the versions (with the commit) and the seconds since ``wall``."""
-    return {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), **fields,
+    """A benchmark's ``meta``: the date, its own ``fields``, other processes' CPU share
+    since ``load`` was made, the versions (with the commit), seconds since ``wall``."""
+    now = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    return {"date": now, **fields,
             "other_processes_cpu_share": load.share(), "versions": versions(),
             "total_seconds": time.perf_counter() - wall, "argv": sys.argv[1:]}
 
 
 def write_json(path: Path | None, payload: dict) -> None:
-    """Write ``payload`` as indented JSON to ``path`` (its folder made), unless it is None."""
+    """Write ``payload`` as indented JSON to ``path`` (folder made) unless None."""
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=2) + "\n")

@@ -2,11 +2,10 @@
 
     python benchmarks/make_table.py [--check]
 
-One row per figure of each known results file that exists (missing files are skipped): the
-figure, its target where it has one, and the run (date, CPUs or device, other load), said
-once per file. The
-table replaces the lines between the two markers in the README; ``--check`` only says whether
-the README's table is current (exit 1 if not).
+One row per figure of each known results file that exists (missing files are skipped):
+the figure, its target where it has one, and the run (date, CPUs or device, other load),
+said once per file. The table replaces the lines between the two markers in the README;
+``--check`` only says whether the README's table is current (exit 1 if not).
 """
 from __future__ import annotations
 
@@ -17,7 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "benchmarks" / "README.md"
-BEGIN, END = "<!-- table: begin (python benchmarks/make_table.py) -->", "<!-- table: end -->"
+BEGIN = "<!-- table: begin (python benchmarks/make_table.py) -->"
+END = "<!-- table: end -->"
 
 
 def run_of(meta: dict) -> str:
@@ -37,7 +37,7 @@ def run_of(meta: dict) -> str:
 
 
 def targets(data: dict) -> list[tuple[str, str, str]]:
-    """Rows from a ``targets`` list (target, value, limit, passed), else a ``summary``."""
+    """Rows of a ``targets`` list (target, value, limit, passed), else of a summary."""
     if isinstance(data.get("targets"), list):
         return [(t["target"], f"{t['value']:.3g}", "met" if t["passed"] else "MISSED")
                 for t in data["targets"]]
@@ -72,26 +72,32 @@ def verdict(row: dict) -> str:
 
 
 def explorer(data: dict) -> list[tuple[str, str, str]]:
-    """The slowest CAM update and each method that reruns the network, in reference units."""
+    """The slowest CAM update, and each method that reruns the network, in reference
+    units."""
     scale = 0.25 / data["reference_seconds"]
-    updates = {k: r["ms"] for k, r in data["python"].items() if k.startswith("CAM") and "ms" in r}
+    updates = {k: r["ms"] for k, r in data["python"].items()
+               if k.startswith("CAM") and "ms" in r}
     rows = []
     if updates:
         name = max(updates, key=updates.get)
-        rows.append((f"explorer, slowest CAM update ({name.split(': ', 1)[-1]}), reference ms",
+        what = name.split(": ", 1)[-1]
+        rows.append((f"explorer, slowest CAM update ({what}), reference ms",
                      f"{updates[name] * scale:.0f}", "<= 100"))
     for name, row in data["python"].items():
         if "seconds" in row:
-            rows.append((f"explorer: {name}, reference s", f"{row['seconds'] * scale:.1f}", ""))
+            rows.append((f"explorer: {name}, reference s",
+                         f"{row['seconds'] * scale:.1f}", ""))
     return rows
 
 
 def grading(data: dict) -> list[tuple[str, str, str]]:
     target = data.get("target_s")
     value = data.get("wall_reference_s", data.get("wall_s"))
-    met = "" if target is None else f"<= {target:g}: " + ("met" if value <= target else "MISSED")
-    return [(f"grading {data['students']} students x {data['notebooks'] // data['students']}"
-             " notebooks, reference s", f"{value:.0f}", met)]
+    met = "" if target is None else f"<= {target:g}: " + (
+        "met" if value <= target else "MISSED")
+    each = data["notebooks"] // data["students"]
+    return [(f"grading {data['students']} students x {each} notebooks, reference s",
+             f"{value:.0f}", met)]
 
 
 # (results file, the script that writes it, rows of it); a row per figure
@@ -130,12 +136,12 @@ def with_table(readme: str, new: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the table is stale")
+    parser.add_argument("--check", action="store_true", help="exit 1 if it is stale")
     args = parser.parse_args(argv)
     text = README.read_text()
     updated = with_table(text, table())
     if args.check:
-        print("current" if updated == text else "stale: run python benchmarks/make_table.py")
+        print("current" if updated == text else "stale: run benchmarks/make_table.py")
         return 0 if updated == text else 1
     README.write_text(updated)
     return 0

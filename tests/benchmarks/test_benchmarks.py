@@ -1,9 +1,9 @@
-"""Smoke tests of the benchmark scripts in quick mode (a tiny network, seconds): each checks
-its figures against values derived here from the raw times, or against another library.
-Speed targets are reported by the scripts, never tested here.
+"""Smoke tests of the benchmark scripts in quick mode (a tiny network, seconds): each
+checks figures against values derived here from the raw times, or against another
+library. Speed targets are reported by the scripts, never tested here.
 
-Cost: about 15 s for family_speed's quick run and 10 s for speed_memory's on an idle 2-core
-CPU (plus imports), the rest well under a second."""
+Cost: about 15 s for family_speed's quick run and 10 s for speed_memory's on an idle
+2-core CPU (plus imports); the rest take under a second each."""
 from __future__ import annotations
 
 import importlib.util
@@ -49,10 +49,12 @@ def family(tmp_path_factory) -> dict:
 def test_family_speed_has_every_contender_once_per_round(family) -> None:
     peers = {"pgc GradCAM", "pgc GradCAMPlusPlus", "pgc XGradCAM", "pgc LayerCAM",
              "pgc HiResCAM", "pgc EigenCAM", "pgc AblationCAM", "pgc ScoreCAM",
-             "torchcam CAM", "torchcam GradCAM", "torchcam GradCAMpp", "torchcam XGradCAM",
-             "torchcam LayerCAM", "torchcam ScoreCAM", "Captum LayerGradCam"}
-    ours = {f"camlib {m}" for m in ("cam", "gradcam", "gradcampp", "xgradcam", "layercam",
-                                    "hirescam", "eigencam", "ablationcam", "scorecam")}
+             "torchcam CAM", "torchcam GradCAM", "torchcam GradCAMpp",
+             "torchcam XGradCAM", "torchcam LayerCAM", "torchcam ScoreCAM",
+             "Captum LayerGradCam"}
+    ours = {f"camlib {m}" for m in ("cam", "gradcam", "gradcampp", "xgradcam",
+                                    "layercam", "hirescam", "eigencam", "ablationcam",
+                                    "scorecam")}
     names = [row["method"] for row in family["results"]]
     assert sorted(names) == sorted(
         peers | ours | {"plain forward", "camlib ablationcam, tail reruns"})
@@ -68,10 +70,12 @@ def test_family_speed_ratios_are_medians_of_the_rounds_ratios(family) -> None:
     def ratio(a, b) -> float:
         return statistics.median(x / y for x, y in zip(a, b))
 
-    faster = [min(p, t) for p, t in zip(rounds["pgc ScoreCAM"], rounds["torchcam ScoreCAM"])]
+    faster = [min(p, t) for p, t in zip(rounds["pgc ScoreCAM"],
+                                        rounds["torchcam ScoreCAM"])]
     summary = family["summary"]
     expected = {
-        "Score-CAM: camlib's time / the faster peer's": ratio(rounds["camlib scorecam"], faster),
+        "Score-CAM: camlib's time / the faster peer's": ratio(rounds["camlib scorecam"],
+                                                              faster),
         "Ablation-CAM: pgc's time / camlib's": ratio(rounds["pgc AblationCAM"],
                                                      rounds["camlib ablationcam"]),
         "camlib gradient methods, worst time / plain forward's": max(
@@ -87,18 +91,19 @@ def test_family_speed_ratios_are_medians_of_the_rounds_ratios(family) -> None:
 
 
 def test_family_speed_peers_make_the_maps_camlib_makes(family) -> None:
-    """Another library as oracle: the peers' maps of the same method correlate with camlib's
-    (r >= 0.99 on every image), so the benchmark times the same computation."""
+    """Another library as oracle: the peers' maps of the same method correlate with
+    camlib's (r >= 0.99 on every image), so the benchmark times the same computation."""
     rows = {row["method"]: row for row in family["results"]}
-    for name in ("pgc GradCAM", "torchcam GradCAM", "Captum LayerGradCam", "pgc XGradCAM",
-                 "pgc ScoreCAM", "torchcam ScoreCAM", "pgc AblationCAM",
+    for name in ("pgc GradCAM", "torchcam GradCAM", "Captum LayerGradCam",
+                 "pgc XGradCAM", "pgc ScoreCAM", "torchcam ScoreCAM", "pgc AblationCAM",
                  "camlib ablationcam, tail reruns"):
         assert rows[name]["r_with_camlib"] >= 0.99, rows[name]
 
 
 def test_tail_reruns_takes_the_path_with_a_pass_per_channel() -> None:
-    """With the head made unfindable, Ablation-CAM runs ``fc`` on one row per live (image,
-    channel) pair beyond the first pass; with the head found (closed form) it runs no more."""
+    """With the head made unfindable, Ablation-CAM runs ``fc`` on one row per live
+    (image, channel) pair beyond the first pass; with the head found (closed form) it
+    runs no more than the first pass."""
     module = load("family_speed")
     torch.manual_seed(0)
     net = module.tiny().eval()
@@ -114,15 +119,17 @@ def test_tail_reruns_takes_the_path_with_a_pass_per_channel() -> None:
     assert sum(rows) == 2  # the first pass only
     rows.clear()
     tail = module.tail_reruns(net, x, classes)
-    assert sum(rows) - 2 - 2 == live  # first pass, the tail's check of the logits, ablations
+    assert sum(rows) - 2 - 2 == live  # first pass, the tail's check of the logits
     assert torch.allclose(tail.maps, closed.maps, atol=1e-4)
-    assert inspect.isfunction(importlib.import_module("camlib.explain").find_linear_head)
+    restored = importlib.import_module("camlib.explain").find_linear_head
+    assert inspect.isfunction(restored)
 
 
 def test_speed_memory_quick_run(tmp_path: Path) -> None:
     out = tmp_path / "quick.json"
     done = run("speed_memory.py", "--json", str(out))
-    assert "| camlib Grad-CAM |" in done.stdout and "| pytorch-grad-cam GradCAM |" in done.stdout
+    assert "| camlib Grad-CAM |" in done.stdout
+    assert "| pytorch-grad-cam GradCAM |" in done.stdout
     result = json.loads(out.read_text())
     rows = {row["method"]: row for row in result["results"]}
     plain = statistics.median(rows["plain forward (no_grad)"]["times_ms"])
@@ -136,7 +143,8 @@ def test_speed_memory_quick_run(tmp_path: Path) -> None:
 def test_readme_table_is_the_generators_output() -> None:
     module = load("make_table")
     text = (BENCH / "README.md").read_text()
-    assert module.with_table(text, module.table()) == text, "run python benchmarks/make_table.py"
+    current = module.with_table(text, module.table())
+    assert current == text, "run python benchmarks/make_table.py"
     assert len(text.splitlines()) <= 60
 
 
@@ -152,16 +160,18 @@ def test_table_reads_the_files_present_and_says_which_it_cannot(tmp_path: Path) 
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
     (tmp_path / "benchmarks" / "results" / "grading-speed.json").write_text("{}")
     assert module.table(tmp_path).splitlines()[2:] == [
-        "| family_speed.py | x <= 1 | 0.912 | met | 2026-12-05, CPU, 2 threads; other load 4% |",
+        "| family_speed.py | x <= 1 | 0.912 | met "
+        "| 2026-12-05, CPU, 2 threads; other load 4% |",
         "| grading_speed.py | (not read: KeyError 'students') |  |  | ? |",
     ]
 
 
 def test_other_load_counts_waited_for_children_as_own() -> None:
-    """A child process's CPU time, once waited for, is this process's own, not other load:
-    after a child that burns about 1 s of CPU, the own count has grown by at least 0.8 s."""
+    """A child process's CPU time, once waited for, is this process's own, not other
+    load: after a child that burns about 1 s of CPU, the own count grew by >= 0.8 s."""
     load_ = load("common").OtherLoad()
     before = load_._own()
-    burn = "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass"
+    burn = ("import time\nend = time.process_time() + 1.0\n"
+            "while time.process_time() < end: pass")
     subprocess.run([sys.executable, "-c", burn], check=True, timeout=60)
     assert load_._own() - before >= 0.8 * load_.tick
