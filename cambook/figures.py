@@ -83,10 +83,13 @@ def plot_grid(photo: Tensor, maps: Tensor, row_titles: Sequence[str], col_titles
 
 
 def plot_maps(photo: Tensor, maps: Sequence[Tensor], titles: Sequence[str], title: str,
-              signed: bool = False, alpha: float = 0.5, columns: int = 3) -> Figure:
+              signed: bool = False, alpha: float = 0.5, columns: int = 3,
+              shared: bool = False) -> Figure:
     """Maps ``[H, W]`` side by side over one photo. ``signed`` maps keep their sign: a diverging
     colour map centred on zero (red: evidence for the class, blue: against), each map scaled by
-    its largest absolute value."""
+    its largest absolute value, or with ``shared`` all by the largest absolute value of all the
+    maps, so that equal colours mean equal values (the colour bar then shows raw values)."""
+    top = max(float(heat.abs().max()) for heat in maps) or 1.0
     columns = min(columns, len(maps))
     rows = -(-len(maps) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2.8 * columns + 0.8, 3.1 * rows + 0.3), squeeze=False,
@@ -95,7 +98,7 @@ def plot_maps(photo: Tensor, maps: Sequence[Tensor], titles: Sequence[str], titl
         ax.axis("off")
     for ax, heat, label in zip(axes.ravel(), maps, titles):
         if signed:
-            scale = float(heat.abs().max()) or 1.0
+            scale = top if shared else float(heat.abs().max()) or 1.0
             ax.imshow(_image(photo))
             ax.imshow((heat / scale).detach().cpu().numpy(), cmap="RdBu_r", vmin=-1, vmax=1, alpha=alpha)
             ax.set_title(label, fontsize=10)
@@ -103,8 +106,9 @@ def plot_maps(photo: Tensor, maps: Sequence[Tensor], titles: Sequence[str], titl
         else:
             show_map(ax, photo, heat, label, alpha)
     if signed:
-        mappable = ScalarMappable(norm=Normalize(-1, 1), cmap="RdBu_r")
-        fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, label="map / max |map|")
+        limit, label = (top, "map value") if shared else (1, "map / max |map|")
+        mappable = ScalarMappable(norm=Normalize(-limit, limit), cmap="RdBu_r")
+        fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, label=label)
     else:
         add_colorbar(fig, axes.ravel().tolist())
     fig.suptitle(title, fontsize=12)
