@@ -152,3 +152,19 @@ def state_dict_mismatch(model: nn.Module, state: object) -> str | None:
     if shapes:
         problems.append(f"{len(shapes)} tensors of another shape ({listed(shapes)})")
     return "; ".join(problems) or None
+
+
+def check_maps(maps: Tensor, device: torch.device, reference: str = "images") -> Tensor:
+    """At least one map, on ``device`` (that of the ``reference`` tensor), finite."""
+    if maps.shape[0] == 0:
+        raise ValueError(
+            f"maps: expected at least one map, got an empty batch {tuple(maps.shape)}"
+        )
+    if maps.device != device:
+        raise ValueError(
+            f"maps: expected a tensor on the {reference}' device ({device}), "
+            f"got one on {maps.device}"
+        )
+    if not bool(torch.isfinite(maps).all()):
+        raise ValueError("maps: expected finite values, got NaN or Inf")
+    return maps

@@ -30,9 +30,10 @@ BASELINES = ("zero", "mean", "blur")
 # --- inputs -----------------------------------------------------------------------------------
 
 
-def image_maps(maps: object, images: Tensor) -> Tensor:
+def image_maps(maps: object, images: Tensor, reference: str = "images") -> Tensor:
     """Maps as ``[B, H, W]`` at the images' size: ``[B, H, W]`` or ``[B, 1, H, W]`` accepted,
-    other sizes upsampled bilinearly."""
+    other sizes upsampled bilinearly. Refused: other dtypes, batch sizes or devices than the
+    ``images`` (or masks: ``reference``), NaN or Inf, an empty batch."""
     if not isinstance(maps, Tensor) or not maps.is_floating_point():
         got = f"dtype {maps.dtype}" if isinstance(maps, Tensor) else type(maps).__name__
         raise TypeError(f"maps: expected a floating-point tensor [B, H, W], got {got}")
@@ -44,10 +45,7 @@ def image_maps(maps: object, images: Tensor) -> Tensor:
             f"maps: expected one map per image, [{batch}, H, W] or [{batch}, 1, H, W], "
             f"got shape {tuple(maps.shape)}"
         )
-    if maps.device != images.device:
-        raise ValueError(f"maps are on {maps.device} but the images are on {images.device}")
-    if not bool(torch.isfinite(maps).all()):
-        raise ValueError("maps: expected finite values, got NaN or Inf")
+    checks.check_maps(maps, images.device, reference)
     size = tuple(images.shape[-2:])
     return maps if tuple(maps.shape[-2:]) == size else upsample(maps, size)
 
@@ -261,7 +259,7 @@ def pointing_game(
         got = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
         raise ValueError(f"masks: expected a tensor [B, H, W], got {got}")
     masks = masks.bool()
-    maps = image_maps(maps, masks)
+    maps = image_maps(maps, masks, "masks")
     empty = ~masks.flatten(1).any(1)
     if bool(empty.any()):
         raise ValueError(
@@ -311,10 +309,14 @@ def localisation_per_image(
         if masks is None:
             raise ValueError("image_size: expected (H, W) when no masks are given")
         image_size = tuple(masks.shape[-2:])
+    if not isinstance(maps, Tensor) or not maps.is_floating_point():
+        got = f"dtype {maps.dtype}" if isinstance(maps, Tensor) else type(maps).__name__
+        raise TypeError(f"maps: expected a floating-point tensor [N, h, w], got {got}")
     if maps.ndim != 3 or boxes.shape != (maps.shape[0], 4):
         raise ValueError(
             f"maps [N, h, w] and boxes [N, 4]: got {tuple(maps.shape)} and {tuple(boxes.shape)}"
         )
+    checks.check_maps(maps, boxes.device, "boxes")
     iou = box_iou(map_boxes(maps, ratio, image_size), boxes.float()).diagonal()
     result = {"iou": iou}
     if masks is not None:
