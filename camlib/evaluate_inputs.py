@@ -263,12 +263,14 @@ def from_factory(spec: str, num_classes: int) -> nn.Module:
 
 
 def load_weights(model: nn.Module, path: str) -> None:
+    expected = f"--weights {path}: expected a state dict saved by torch.save(model.state_dict())"
+    if not Path(path).is_file():
+        raise UsageError(f"{expected}, got no such file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise UsageError(
-            f"--weights {path}: expected a state dict saved by torch.save(model.state_dict()), "
-            f"got {one_line(error)}"
+            f"{expected}, got a file torch.load cannot read ({one_line(error)})"
         ) from None
     problem = checks.state_dict_mismatch(model, state)
     if problem:
