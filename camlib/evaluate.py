@@ -1,23 +1,25 @@
 """Maps and metrics over an image folder: ``python -m camlib.evaluate ROOT --out DIR``.
 
 ``ROOT`` is in ImageFolder layout (``ROOT/<class>/<image>``). Objects, optional, for the
-pointing game and localisation, come as sidecars: ``--boxes FILE.json`` maps an image's path
-relative to ROOT to a list of boxes ``[x0, y0, x1, y1]`` in its original pixels (ends
-exclusive), and/or ``--masks DIR`` holds ``DIR/<class>/<image stem>.png`` (non-zero = object,
-the image's size). ``--model`` is ``efficientnet-lite0``, a torchvision architecture, or
-``module:callable``, any importable factory called with the number of classes.
+pointing game and localisation, come as sidecars: ``--boxes FILE.json`` maps an image's
+path relative to ROOT to a list of boxes ``[x0, y0, x1, y1]`` in its original pixels
+(ends exclusive), and/or ``--masks DIR`` holds ``DIR/<class>/<image stem>.png``
+(non-zero = object, the image's size). ``--model`` is ``efficientnet-lite0``, a
+torchvision architecture, or ``module:callable``, any importable factory called with the
+number of classes.
 
-Images are letterboxed to ``--image-size`` (:class:`camlib.models.Preprocessing`; boxes and
-masks follow) and normalised with ImageNet statistics. Results go to ``--out``: one
-``chunk-NNNNN.jsonl`` per chunk of ``--chunk-size`` images (one line per image), written when
-the chunk is complete, so an interrupted run resumes where it stopped; then ``results.csv``
-(every image) and ``summary.json`` (means per method).
+Images are letterboxed to ``--image-size`` (:class:`camlib.models.Preprocessing`; boxes
+and masks follow) and normalised with ImageNet statistics. Results go to ``--out``: one
+``chunk-NNNNN.jsonl`` per chunk of ``--chunk-size`` images (one line per image), written
+when the chunk is complete, so an interrupted run resumes where it stopped; then
+``results.csv`` (every image) and ``summary.json`` (means per method).
 
-A file that cannot be read or decoded is skipped: it is recorded at once, with its path and
-the reason, in ``skipped-NNNNN.jsonl`` beside its chunk, gathered into ``skipped.csv`` and
-counted in the summary and the progress bar. A resumed run never reads it again (delete its
-line to retry it). ``--strict`` stops at the first such file instead (exit status 1). Every
-other bad argument or input stops the run with one line on stderr, exit status 2.
+A file that cannot be read or decoded is skipped: it is recorded at once, with its path
+and the reason, in ``skipped-NNNNN.jsonl`` beside its chunk, gathered into
+``skipped.csv`` and counted in the summary and the progress bar. A resumed run never
+reads it again (to retry, delete its chunk's two files). ``--strict`` stops at the first
+such file instead (exit status 1). Every other bad argument or input stops the run with
+one line on stderr, exit status 2.
 
 Under ``torchrun`` (RANK / WORLD_SIZE set) each process takes every WORLD_SIZE-th chunk
 (gloo on the CPU, NCCL on GPUs, one GPU per process); rank 0 merges after a barrier::
@@ -42,24 +44,32 @@ from torch.utils.data import DataLoader
 
 from . import metrics, road
 from .evaluate_inputs import (
-    ObjectFolder, UsageError, build_model, check_layer, collate, one_line,
+    ObjectFolder,
+    UsageError,
+    build_model,
+    check_layer,
+    collate,
+    one_line,
 )
 from .explain import explain
 from .methods import METHODS
 from .models import LITE_MEAN, LITE_STD, Preprocessing
 
 METRICS = ("deletion", "insertion", "confidence", "pointing", "localisation", "road")
-DEFAULT_METRICS = METRICS[:-1]  # ROAD's imputation costs a linear solve per perturbed image
+DEFAULT_METRICS = METRICS[
+    :-1
+]  # ROAD's imputation costs a linear solve per perturbed image
 PROG = "python -m camlib.evaluate"
 
 
-# --- one batch --------------------------------------------------------------------------------
+# --- one batch ------------------------------------------------------------------------
 
 
 def evaluate_batch(
     model: nn.Module, batch: dict[str, Tensor], args: argparse.Namespace
 ) -> list[dict]:
-    """Every method's maps for one batch and every asked metric, one record per image."""
+    """Every method's maps for one batch and every asked metric, one record per
+    image."""
     images = batch["image"]
     pairs = zip(batch["index"].tolist(), batch["label"].tolist(), strict=True)
     records = [{"index": index, "label": label} for index, label in pairs]
@@ -67,8 +77,13 @@ def evaluate_batch(
     has_object = batch["mask"].flatten(1).any(1)
     for method in args.methods:
         try:
-            exp = explain(model, images, method=method, layers=args.layer, classes=target)
-        except (TypeError, ValueError) as error:  # the model, layer or target do not fit
+            exp = explain(
+                model, images, method=method, layers=args.layer, classes=target
+            )
+        except (
+            TypeError,
+            ValueError,
+        ) as error:  # the model, layer or target do not fit
             raise UsageError(f"--methods {method}: {error}") from None
         maps, classes = exp.maps[:, 0], exp.classes[:, 0]
         values: dict[str, Tensor] = {"class": classes, "prob": exp.scores[:, 0]}
@@ -84,7 +99,7 @@ def evaluate_batch(
                 model, images, maps, classes, max_batch=args.max_batch
             )
             values["drop"], values["increase"] = change.drop, change.increase.float()
-        if "road" in args.metrics:  # mean P_c over removing 10%, ..., 90%, each batch alike
+        if "road" in args.metrics:  # mean P_c over removing 10%, ..., 90%
             for order in ("morf", "lerf"):
                 curve = road.road(
                     model, images, maps, classes, order=order, max_batch=args.max_batch
@@ -99,8 +114,13 @@ def evaluate_batch(
                     batch["pixel_size"][has_object],
                 ).float()
         if "localisation" in args.metrics:
-            values["iou"] = nothing if not bool(has_object.any()) else best_iou(
-                metrics.map_boxes(maps, args.ratio, tuple(maps.shape[-2:])), batch["boxes"]
+            values["iou"] = (
+                nothing
+                if not bool(has_object.any())
+                else best_iou(
+                    metrics.map_boxes(maps, args.ratio, tuple(maps.shape[-2:])),
+                    batch["boxes"],
+                )
             )
         for key, value in values.items():
             for record, item in zip(records, value.tolist(), strict=True):
@@ -109,8 +129,8 @@ def evaluate_batch(
 
 
 def best_iou(predicted: Tensor, boxes: Tensor) -> Tensor:
-    """Largest IoU [B] of each predicted box [B, 4] with the image's boxes [B, N, 4] (NaN rows:
-    none); NaN for images without boxes."""
+    """Largest IoU [B] of each predicted box [B, 4] with the image's boxes [B, N, 4]
+    (NaN rows: none); NaN for images without boxes."""
     known = ~boxes.isnan().any(-1)
     top_left = torch.maximum(predicted[:, None, :2], boxes[..., :2])
     bottom_right = torch.minimum(predicted[:, None, 2:], boxes[..., 2:])
@@ -122,7 +142,7 @@ def best_iou(predicted: Tensor, boxes: Tensor) -> Tensor:
     return iou.masked_fill(~known.any(1), math.nan)
 
 
-# --- chunks on disk ---------------------------------------------------------------------------
+# --- chunks on disk -------------------------------------------------------------------
 
 
 def chunk_path(out: Path, chunk: int) -> Path:
@@ -148,29 +168,35 @@ def read_skipped(out: Path, chunk: int) -> dict[int, dict]:
 
 def record_skipped(out: Path, chunk: int, index: int, path: str, reason: str) -> None:
     with open(skipped_path(out, chunk), "a") as handle:
-        handle.write(json.dumps({"index": index, "path": path, "reason": reason}) + "\n")
+        handle.write(
+            json.dumps({"index": index, "path": path, "reason": reason}) + "\n"
+        )
 
 
-def write_chunk(out: Path, chunk: int, records: list[dict], dataset: ObjectFolder) -> None:
+def write_chunk(
+    out: Path, chunk: int, records: list[dict], dataset: ObjectFolder
+) -> None:
     for record in records:
         record["path"] = dataset.relative(record["index"])
     temporary = chunk_path(out, chunk).with_suffix(".tmp")
     temporary.write_text("".join(json.dumps(record) + "\n" for record in records))
-    temporary.replace(chunk_path(out, chunk))  # atomic: a chunk on disk is a finished chunk
+    # atomic: a chunk on disk is a finished chunk
+    temporary.replace(chunk_path(out, chunk))
 
 
-# --- a run ------------------------------------------------------------------------------------
+# --- a run ----------------------------------------------------------------------------
 
 
 def run_rank(
-    args: argparse.Namespace, rank: int, world: int, model: nn.Module, dataset: ObjectFolder
+    args: argparse.Namespace, rank: int, world: int, model: nn.Module,
+    data: ObjectFolder,
 ) -> None:
-    """This rank's share: chunks ``rank, rank + world, ...`` that are not on disk yet, less the
-    files already recorded as skipped."""
+    """This rank's share: chunks ``rank, rank + world, ...`` that are not on disk
+    yet, less the files already recorded as skipped."""
     from tqdm.auto import tqdm
 
-    device = next(model.parameters(), torch.empty(0, device=args.device)).device
-    count = min(len(dataset), args.limit) if args.limit else len(dataset)
+    device = args.device  # where run() put the model
+    count = min(len(data), args.limit) if args.limit else len(data)
     batches, owner = [], []
     for chunk in range(rank, math.ceil(count / args.chunk_size), world):
         if chunk_path(args.out, chunk).exists():
@@ -179,14 +205,18 @@ def run_rank(
         stop = min((chunk + 1) * args.chunk_size, count)
         for start in range(chunk * args.chunk_size, stop, args.batch_size):
             # batches as in a fresh run, less the skipped files: the same numbers
-            todo = [i for i in range(start, min(start + args.batch_size, stop)) if i not in known]
+            todo = [
+                i
+                for i in range(start, min(start + args.batch_size, stop))
+                if i not in known
+            ]
             if todo:
                 batches.append(todo)
                 owner.append(chunk)
         if chunk not in owner:  # every file in it already skipped
-            write_chunk(args.out, chunk, [], dataset)
+            write_chunk(args.out, chunk, [], data)
     loader = DataLoader(
-        dataset, batch_sampler=batches, num_workers=args.workers, collate_fn=collate,
+        data, batch_sampler=batches, num_workers=args.workers, collate_fn=collate,
         pin_memory=device.type == "cuda",
     )
     pending: list[dict] = []
@@ -202,10 +232,14 @@ def run_rank(
                 raise UsageError(text)
             if args.strict:
                 raise UsageError(
-                    f"{dataset.samples[index][0]}: expected an image that can be read and "
-                    f"decoded, got {text} (--strict stops at the first such file)", status=1
+                    f"{data.samples[index][0]}: expected an image that can be "
+                    f"read and decoded, got {text} (--strict stops at the first such "
+                    "file)",
+                    status=1,
                 )
-            record_skipped(args.out, owner[number], index, dataset.relative(index), text)
+            record_skipped(
+                args.out, owner[number], index, data.relative(index), text
+            )
             skipped += 1
             bar.set_postfix(skipped=skipped)
         if item["batch"] is not None:
@@ -213,18 +247,21 @@ def run_rank(
             pending += evaluate_batch(model, batch, args)
         bar.update(len(batches[number]))
         if number + 1 == len(batches) or owner[number + 1] != owner[number]:
-            write_chunk(args.out, owner[number], pending, dataset)
+            write_chunk(args.out, owner[number], pending, data)
             pending = []
     bar.close()
 
 
 def merge(out: Path, chunks: int) -> dict:
-    """Join the chunk files into ``results.csv``, ``skipped.csv`` and ``summary.json`` (means
-    per column; NaN entries, images without objects, left out; ``gt_known`` = share of
-    IoU >= 0.5; ``skipped``: files that could not be read)."""
+    """Join the chunk files into ``results.csv``, ``skipped.csv`` and
+    ``summary.json`` (means per column; NaN entries, images without objects, left
+    out; ``gt_known`` = share of IoU >= 0.5; ``skipped``: files that could not be
+    read)."""
     missing = [c for c in range(chunks) if not chunk_path(out, c).exists()]
     if missing:
-        raise RuntimeError(f"chunks {missing} are missing in {out}; run again to finish them")
+        raise RuntimeError(
+            f"chunks {missing} are missing in {out}; run again to finish them"
+        )
     records = [
         json.loads(line)
         for c in range(chunks)
@@ -248,7 +285,9 @@ def merge(out: Path, chunks: int) -> dict:
     for column in columns:
         if "/" not in column or column.endswith("/class"):
             continue
-        values = torch.tensor([r.get(column, math.nan) for r in records], dtype=torch.float64)
+        values = torch.tensor(
+            [r.get(column, math.nan) for r in records], dtype=torch.float64
+        )
         values = values[~values.isnan()]
         method, name = column.split("/")
         entry = summary.setdefault(method, {})
@@ -263,7 +302,7 @@ def merge(out: Path, chunks: int) -> dict:
     return summary
 
 
-# --- the command line -------------------------------------------------------------------------
+# --- the command line -----------------------------------------------------------------
 
 
 class Parser(argparse.ArgumentParser):
@@ -279,10 +318,11 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--boxes", help="JSON: relative image path -> [[x0, y0, x1, y1], ...]")
     add("--masks", help="folder of PNG masks mirroring the images")
     add("--model", default="efficientnet-lite0",
-        help="efficientnet-lite0 (pretrained), a torchvision architecture, or module:callable "
-             "(a factory called with the number of classes, e.g. mypackage.nets:Net)")
+        help="efficientnet-lite0 (pretrained), a torchvision architecture, or "
+        "module:callable (a factory called with the number of classes, e.g. "
+        "mypackage.nets:Net)")
     add("--weights", help="a state dict to load into the model")
-    add("--num-classes", type=int, help="for random models (default: the folder's classes)")
+    add("--num-classes", type=int, help="random models (default: the folder's classes)")
     add("--seed", type=int, default=0, help="initialises random models")
     add("--methods", nargs="+", default=["cam", "gradcam"])
     add("--layer", help="the layer to explain (default: the last feature map)")
@@ -303,12 +343,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="stop at the first file that cannot be read (default: skip and record it)")
     add("--device", help="cpu or cuda (default: cuda if available)")
     args = parser.parse_args(argv)
-    positive = ("batch_size", "chunk_size", "max_batch", "steps", "image_size", "num_classes",
-                "limit")
-    for name in positive:
+    positive = ("batch_size", "chunk_size", "max_batch", "steps", "image_size")
+    for name in (*positive, "num_classes", "limit"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')}: expected a positive number, got {value}")
+            parser.error(
+                f"--{name.replace('_', '-')}: expected a positive number, got {value}"
+            )
     if args.workers < 0:
         parser.error(f"--workers: expected 0 or more, got {args.workers}")
     unknown = [method for method in args.methods if method not in METHODS]
@@ -318,7 +359,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> dict | None:
-    """Run the CLI; a :class:`UsageError` becomes one line on stderr and its exit status."""
+    """Run the CLI; a :class:`UsageError` becomes one line on stderr and its exit
+    status."""
     args = parse(argv)
     try:
         return run(args)
@@ -331,7 +373,9 @@ def run(args: argparse.Namespace) -> dict | None:
     import torch.distributed as dist
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(
+        args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
@@ -346,7 +390,9 @@ def run(args: argparse.Namespace) -> dict | None:
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UsageError(f"--out {args.out}: expected a folder, got {one_line(error)}") from None
+        raise UsageError(
+            f"--out {args.out}: expected a folder, got {one_line(error)}"
+        ) from None
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:

@@ -1,12 +1,12 @@
 """The evaluation CLI's inputs, checked: the image folder and the model.
 
-Each bad argument or input raises a :class:`UsageError` that says, in one line, what was
-expected and what came. :class:`ObjectFolder` reads ``ROOT/<class>/<image>`` with each image's object (boxes from a
-JSON sidecar, masks from a folder) at the model input's pixels. A file that cannot be read or
-decoded becomes a ``skipped`` marker, a box outside its image or a mask of another size an
-``error`` marker; :func:`collate` stacks the good items and lists the markers, so one bad file
-costs one image, in every DataLoader worker.
-"""
+Each bad argument or input raises a :class:`UsageError` that says, in one line, what
+was expected and what came. :class:`ObjectFolder` reads ``ROOT/<class>/<image>`` with
+each image's object (boxes from a JSON sidecar, masks from a folder) at the model
+input's pixels. A file that cannot be read or decoded becomes a ``skipped`` marker, a
+box outside its image or a mask of another size an ``error`` marker; :func:`collate`
+stacks the good items and lists the markers, so one bad file costs one image, in
+every DataLoader worker."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from .postprocess import mask_to_box
 
 
 class UsageError(ValueError):
-    """A bad argument or input: reported as one line, exit status ``status`` (argparse's 2)."""
+    """A bad argument or input: reported as one line, exit status ``status``
+    (argparse's 2)."""
 
     def __init__(self, message: str, status: int = 2) -> None:
         super().__init__(message)
@@ -39,7 +40,8 @@ def one_line(error: BaseException) -> str:
 
 
 def scan(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
-    """``(samples, classes)`` of ImageFolder, or a :class:`UsageError` saying what is wrong."""
+    """``(samples, classes)`` of ImageFolder, or a :class:`UsageError` saying what is
+    wrong."""
     from torchvision.datasets import ImageFolder
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
@@ -52,20 +54,22 @@ def scan(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
         raise UsageError(f"ROOT {root}: expected {layout}, got an empty folder")
     if not any(entry.is_dir() for entry in entries):
         raise UsageError(
-            f"ROOT {root}: expected {layout}, got no class folders ({len(entries)} files)"
+            f"ROOT {root}: expected {layout}, got no class folders "
+            f"({len(entries)} files)"
         )
     folder = ImageFolder(str(root), allow_empty=True)
     if not folder.samples:
         raise UsageError(
-            f"ROOT {root}: expected image files ({' '.join(IMG_EXTENSIONS)}) in its class "
-            f"folders, got none in {len(folder.classes)} class folders"
+            f"ROOT {root}: expected image files ({' '.join(IMG_EXTENSIONS)}) in its "
+            f"class folders, got none in {len(folder.classes)} class folders"
         )
     return folder.samples, folder.classes
 
 
 def read_image(path: str | Path) -> Tensor:
-    """RGB ``[1, 3, H, W]`` in [0, 1]; 16-bit grayscale keeps its range (``/ 65535``), other
-    modes (grayscale, palette, RGBA: alpha dropped) go through PIL's RGB conversion."""
+    """RGB ``[1, 3, H, W]`` in [0, 1]; 16-bit grayscale keeps its range (divided by
+    65535), other modes (grayscale, palette, RGBA: alpha dropped) go through PIL's RGB
+    conversion."""
     import numpy as np
     from PIL import Image
     from torchvision.transforms.functional import pil_to_tensor
@@ -89,7 +93,8 @@ def read_mask(path: Path) -> Tensor:
 
 
 def place_mask(mask: Tensor, prep: Preprocessing) -> Tensor:
-    """A photo's mask ``[h, w]`` at the model input's pixels (nearest, as the photo is placed)."""
+    """A photo's mask ``[h, w]`` at the model input's pixels (nearest, as the photo
+    is placed)."""
     scale_x, scale_y, left, top = prep.geometry(*mask.shape)
     centres = torch.arange(prep.size) + 0.5
     xs = ((centres - left) / scale_x).floor().long()
@@ -101,15 +106,19 @@ def place_mask(mask: Tensor, prep: Preprocessing) -> Tensor:
 
 
 class ObjectFolder(Dataset):
-    """An ImageFolder, letterboxed and normalised, with each image's object (if known) as a mask
-    and its boxes at the input's resolution (NaN rows pad the boxes).
+    """An ImageFolder, letterboxed and normalised, with each image's object (if known)
+    as a mask and its boxes at the input's resolution (NaN rows pad the boxes).
 
-    An item is a dict of tensors, or a marker ``{"index", "skipped": reason}`` for a file that
-    cannot be read or decoded, or ``{"index", "error": message}`` for a box outside its image
-    or a mask of another size; :func:`collate` sorts them out."""
+    An item is a dict of tensors, or a marker ``{"index", "skipped": reason}`` for a
+    file that cannot be read or decoded, or ``{"index", "error": message}`` for a box
+    outside its image or a mask of another size; :func:`collate` sorts them out."""
 
     def __init__(
-        self, root: str, size: int, boxes: str | None = None, masks: str | None = None,
+        self,
+        root: str,
+        size: int,
+        boxes: str | None = None,
+        masks: str | None = None,
         preprocessing: Preprocessing | None = None,
     ) -> None:
         self.root = Path(root)
@@ -119,16 +128,23 @@ class ObjectFolder(Dataset):
             self.boxes = checks.load_boxes(boxes) if boxes else {}
         except ValueError as error:
             raise UsageError(str(error)) from None
-        if self.boxes and not any(self.relative(i) in self.boxes for i in range(len(self))):
+        if self.boxes and not any(
+            self.relative(i) in self.boxes for i in range(len(self))
+        ):
             example = self.relative(0)
             raise UsageError(
-                f"--boxes {boxes}: expected keys that are image paths relative to ROOT, such as "
-                f"{example!r}, got none that names an image (first key: {next(iter(self.boxes))!r})"
+                f"--boxes {boxes}: expected keys that are image paths relative to "
+                f"ROOT, such as {example!r}, got none that names an image (first key: "
+                f"{next(iter(self.boxes))!r})"
             )
-        self.max_boxes = max((len(rows) for rows in self.boxes.values()), default=1) or 1
+        self.max_boxes = (
+            max((len(rows) for rows in self.boxes.values()), default=1) or 1
+        )
         self.masks = Path(masks) if masks else None
         if self.masks is not None and not self.masks.is_dir():
-            raise UsageError(f"--masks {masks}: expected a folder of PNG masks, got no such folder")
+            raise UsageError(
+                f"--masks {masks}: expected a folder of PNG masks, got no such folder"
+            )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -148,9 +164,13 @@ class ObjectFolder(Dataset):
         known = self.boxes.get(relative, [])
         for box in known:
             if not (0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height):
-                return {"index": index, "error": (
-                    f"--boxes: expected boxes inside {relative} (0 <= x0 < x1 <= {width}, "
-                    f"0 <= y0 < y1 <= {height}), got {box}")}
+                return {
+                    "index": index,
+                    "error": (
+                        f"--boxes: expected boxes inside {relative} (0 <= x0 < x1 <= "
+                        f"{width}, 0 <= y0 < y1 <= {height}), got {box}"
+                    ),
+                }
         scale_x, scale_y, left, top = prep.geometry(height, width)
         boxes = torch.full((self.max_boxes, 4), math.nan)
         mask = torch.zeros(size, size, dtype=torch.bool)
@@ -168,23 +188,31 @@ class ObjectFolder(Dataset):
             except Exception as error:
                 return {"index": index, "skipped": f"mask {stem}: {one_line(error)}"}
             if tuple(drawn.shape) != (height, width):
-                return {"index": index, "error": (
-                    f"--masks: expected {stem} to be {width} x {height} pixels like its image, "
-                    f"got {drawn.shape[1]} x {drawn.shape[0]}")}
+                return {
+                    "index": index,
+                    "error": (
+                        f"--masks: expected {stem} to be {width} x {height} pixels "
+                        f"like its image, got {drawn.shape[1]} x {drawn.shape[0]}"
+                    ),
+                }
             placed = place_mask(drawn, prep)
             mask |= placed
             if not known and bool(placed.any()):
                 boxes[0] = mask_to_box(placed).float()
         image = prep.normalize(prep.resize(pixels))[0]
         return {
-            "image": image, "label": label, "index": index, "mask": mask, "boxes": boxes,
+            "image": image,
+            "label": label,
+            "index": index,
+            "mask": mask,
+            "boxes": boxes,
             "pixel_size": torch.tensor([1 / scale_x, 1 / scale_y]),
         }
 
 
 def collate(items: list[dict]) -> dict:
-    """``batch``: the images stacked (None if none is left); ``problems``: ``(index, kind,
-    text)`` of the markers, kind ``skipped`` or ``error``, in index order."""
+    """``batch``: the images stacked (None if none is left); ``problems``: ``(index,
+    kind, text)`` of the markers, kind ``skipped`` or ``error``, in index order."""
     from torch.utils.data import default_collate
 
     good = [item for item in items if "image" in item]
@@ -197,13 +225,15 @@ def collate(items: list[dict]) -> dict:
     return {"batch": default_collate(good) if good else None, "problems": problems}
 
 
-# --- the model --------------------------------------------------------------------------------
+# --- the model ------------------------------------------------------------------------
 
 
-def build_model(name: str, num_classes: int, seed: int, weights: str | None = None) -> nn.Module:
-    """``efficientnet-lite0`` (ImageNet weights, offline), ``module:callable`` (called with
-    ``num_classes``) or a torchvision architecture name, randomly initialised from ``seed``;
-    ``weights`` loads a state dict on top."""
+def build_model(
+    name: str, num_classes: int, seed: int, weights: str | None = None
+) -> nn.Module:
+    """``efficientnet-lite0`` (ImageNet weights, offline), ``module:callable``
+    (called with ``num_classes``) or a torchvision architecture name, randomly
+    initialised from ``seed``; ``weights`` loads a state dict on top."""
     import torchvision
 
     torch.manual_seed(seed)
@@ -220,12 +250,15 @@ def build_model(name: str, num_classes: int, seed: int, weights: str | None = No
     elif ":" in name:
         model = from_factory(name, num_classes)
     elif name in torchvision.models.list_models():
-        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        model = torchvision.models.get_model(
+            name, weights=None, num_classes=num_classes
+        )
     else:
         near = difflib.get_close_matches(name, torchvision.models.list_models(), n=3)
         raise UsageError(
             "--model: expected efficientnet-lite0, a torchvision architecture or "
-            f"module:callable, got {name!r}" + (f"; did you mean one of {near}?" if near else "")
+            f"module:callable, got {name!r}"
+            + (f"; did you mean one of {near}?" if near else "")
         )
     if weights:
         load_weights(model, weights)
@@ -239,31 +272,36 @@ def from_factory(spec: str, num_classes: int) -> nn.Module:
         factory = importlib.import_module(module_name)
     except ImportError as error:
         raise UsageError(
-            f"--model {spec}: expected an importable module:callable, got {one_line(error)}"
+            f"--model {spec}: expected an importable module:callable, got "
+            f"{one_line(error)}"
         ) from None
     for part in attribute.split("."):
         if not hasattr(factory, part):
             raise UsageError(
-                f"--model {spec}: expected a callable {attribute!r} in {module_name}, got none"
+                f"--model {spec}: expected a callable {attribute!r} in {module_name}, "
+                "got none"
             )
         factory = getattr(factory, part)
     try:
         model = factory(num_classes)
     except Exception as error:
         raise UsageError(
-            f"--model {spec}: expected a factory taking num_classes, got {one_line(error)} "
-            f"from {spec}({num_classes})"
+            f"--model {spec}: expected a factory taking num_classes, got "
+            f"{one_line(error)} from {spec}({num_classes})"
         ) from None
     if not isinstance(model, nn.Module):
         raise UsageError(
-            f"--model {spec}: expected {spec}({num_classes}) to return a torch.nn.Module, "
-            f"got {type(model).__name__}"
+            f"--model {spec}: expected {spec}({num_classes}) to return a "
+            f"torch.nn.Module, got {type(model).__name__}"
         )
     return model
 
 
 def load_weights(model: nn.Module, path: str) -> None:
-    expected = f"--weights {path}: expected a state dict saved by torch.save(model.state_dict())"
+    expected = (
+        f"--weights {path}: expected a state dict saved by "
+        "torch.save(model.state_dict())"
+    )
     if not Path(path).is_file():
         raise UsageError(f"{expected}, got no such file")
     try:
@@ -275,7 +313,8 @@ def load_weights(model: nn.Module, path: str) -> None:
     problem = checks.state_dict_mismatch(model, state)
     if problem:
         raise UsageError(
-            f"--weights {path}: expected a state dict for {type(model).__name__}, got {problem}"
+            f"--weights {path}: expected a state dict for {type(model).__name__}, got "
+            f"{problem}"
         )
     model.load_state_dict(state)
 

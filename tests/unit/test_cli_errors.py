@@ -1,8 +1,9 @@
-"""``python -m camlib.evaluate`` on real folders: bad files are skipped and recorded, every
-usage error is one line (what was expected, what came) with exit status 2.
+"""``python -m camlib.evaluate`` on real folders: bad files are skipped and recorded,
+every usage error is one line (what was expected, what came) with exit status 2.
 
-Tiny images (16 px) and SmallCNN; about 5 s on one CPU core, most of it the subprocess case.
-"""
+Tiny images (16 px) and SmallCNN; about 5 s on one CPU core, most of it the
+subprocess case."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,9 +25,24 @@ from camlib.models import Preprocessing
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "cambook" if importlib.util.find_spec("cambook") else "camlib"
 MODEL = f"{PACKAGE}.networks:SmallCNN"
-FAST = ["--model", MODEL, "--image-size", "16", "--workers", "0", "--device", "cpu",
-        "--steps", "2", "--batch-size", "4", "--metrics", "deletion", "pointing",
-        "localisation"]
+FAST = [
+    "--model",
+    MODEL,
+    "--image-size",
+    "16",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--steps",
+    "2",
+    "--batch-size",
+    "4",
+    "--metrics",
+    "deletion",
+    "pointing",
+    "localisation",
+]
 PREFIX = "python -m camlib.evaluate: error: "
 TRUNCATED = r"^OSError: image file is truncated \(\d+ bytes not processed\)"
 
@@ -37,7 +53,9 @@ def png(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
-def noise(shape: tuple[int, ...], seed: int = 0, dtype=np.uint8, high: int = 255) -> np.ndarray:
+def noise(
+    shape: tuple[int, ...], seed: int = 0, dtype=np.uint8, high: int = 255
+) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, high, shape, dtype=dtype)
 
 
@@ -53,8 +71,8 @@ def truncated_jpeg(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def issue_folder(tmp_path_factory) -> Path:
-    """The folder of issue 28: a normal PNG, a grayscale PNG, an RGBA PNG, a 16-bit PNG, a
-    3 x 3 image, a text file and a truncated JPEG."""
+    """The folder of issue 28: a normal PNG, a grayscale PNG, an RGBA PNG, a 16-bit
+    PNG, a 3 x 3 image, a text file and a truncated JPEG."""
     root = tmp_path_factory.mktemp("issue") / "images"
     things = root / "things"
     png(things / "normal.png", noise((40, 48, 3), 1))
@@ -98,19 +116,25 @@ class Bar:
         assert self.done == self.total
 
 
-def test_the_folder_of_the_issue_runs_to_the_end(issue_folder, tmp_path, monkeypatch) -> None:
+def test_the_folder_of_the_issue_runs_to_the_end(
+    issue_folder, tmp_path, monkeypatch
+) -> None:
     import tqdm.auto
 
     monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
     Bar.shown = []
     out = tmp_path / "out"
-    summary = evaluate.main([str(issue_folder), "--out", str(out), *FAST, "--workers", "1"])
+    summary = evaluate.main(
+        [str(issue_folder), "--out", str(out), *FAST, "--workers", "1"]
+    )
     assert summary["images"] == 5 and summary["skipped"] == 1
     header, *lines = (out / "skipped.csv").read_text().splitlines()
     assert header == "index,path,reason" and len(lines) == 1
     assert re.fullmatch(TRUNCATED.replace("^", "0,things/cut.jpg,"), lines[0]), lines
     paths = [json.loads(line)["path"] for line in (out / "chunk-00000.jsonl").open()]
-    assert paths == [f"things/{name}.png" for name in ("deep", "gray", "normal", "rgba", "tiny")]
+    assert paths == [
+        f"things/{name}.png" for name in ("deep", "gray", "normal", "rgba", "tiny")
+    ]
     assert Bar.shown == [{"skipped": 0}, {"skipped": 1}]  # the running count
 
 
@@ -120,8 +144,11 @@ def test_strict_stops_at_the_first_bad_file(issue_folder, tmp_path, capsys) -> N
     assert stop.value.code == 1
     err = capsys.readouterr().err
     path = re.escape(str(issue_folder / "things" / "cut.jpg"))
-    expected = (f"{PREFIX}{path}: expected an image that can be read and decoded, got "
-                + TRUNCATED[1:] + r" \(--strict stops at the first such file\)\n")
+    expected = (
+        f"{PREFIX}{path}: expected an image that can be read and decoded, got "
+        + TRUNCATED[1:]
+        + r" \(--strict stops at the first such file\)\n"
+    )
     assert re.fullmatch(expected, err), err
 
 
@@ -135,9 +162,9 @@ def test_sixteen_bit_grayscale_keeps_its_range(tmp_path) -> None:
 
 
 def test_boxes_and_masks_follow_the_letterbox(tmp_path) -> None:
-    """A 40 x 20 photo letterboxed to 32: scale 0.8, 16 rows high, 8 rows of bar above.
-    Box (10, 5, 20, 15) -> (8, 12, 16, 20); the mask of the same rectangle covers the same
-    input pixels, 8 x 8 of them."""
+    """A 40 x 20 photo letterboxed to 32: scale 0.8, 16 rows high, 8 rows of bar
+    above. Box (10, 5, 20, 15) -> (8, 12, 16, 20); the mask of the same rectangle
+    covers the same input pixels, 8 x 8 of them."""
     root = tmp_path / "images"
     png(root / "a" / "wide.png", noise((20, 40, 3)))
     mask = np.zeros((20, 40), dtype=np.uint8)
@@ -145,12 +172,16 @@ def test_boxes_and_masks_follow_the_letterbox(tmp_path) -> None:
     png(tmp_path / "masks" / "a" / "wide.png", mask)
     (tmp_path / "boxes.json").write_text(json.dumps({"a/wide.png": [[10, 5, 20, 15]]}))
     boxed = evaluate_inputs.ObjectFolder(str(root), 32, str(tmp_path / "boxes.json"))[0]
-    masked = evaluate_inputs.ObjectFolder(str(root), 32, masks=str(tmp_path / "masks"))[0]
+    masked = evaluate_inputs.ObjectFolder(str(root), 32, masks=str(tmp_path / "masks"))[
+        0
+    ]
     assert boxed["boxes"].tolist() == [[8.0, 12.0, 16.0, 20.0]]
     assert masked["boxes"].tolist() == [[8.0, 12.0, 16.0, 20.0]]
     expected = torch.zeros(32, 32, dtype=torch.bool)
     expected[12:20, 8:16] = True
-    assert torch.equal(boxed["mask"], expected) and torch.equal(masked["mask"], expected)
+    assert torch.equal(boxed["mask"], expected) and torch.equal(
+        masked["mask"], expected
+    )
     assert Preprocessing(size=32).geometry(20, 40) == (0.8, 0.8, 0.0, 8.0)
     assert boxed["pixel_size"].tolist() == pytest.approx([1.25, 1.25])
 
@@ -159,18 +190,25 @@ def test_an_unreadable_mask_skips_its_image(good, tmp_path) -> None:
     masks = tmp_path / "masks" / "dogs"
     masks.mkdir(parents=True)
     (masks / "1.png").write_text("not a png")
-    folder = evaluate_inputs.ObjectFolder(str(good / "images"), 16, masks=str(tmp_path / "masks"))
-    assert folder[3] == {"index": 3, "skipped": "mask dogs/1.png: UnidentifiedImageError: "
-                         f"cannot identify image file {str(masks / '1.png')!r}"}
+    folder = evaluate_inputs.ObjectFolder(
+        str(good / "images"), 16, masks=str(tmp_path / "masks")
+    )
+    assert folder[3] == {
+        "index": 3,
+        "skipped": "mask dogs/1.png: UnidentifiedImageError: "
+        f"cannot identify image file {str(masks / '1.png')!r}",
+    }
 
 
 def test_an_empty_mask_is_no_object(good, tmp_path) -> None:
     png(tmp_path / "masks" / "cats" / "1.png", np.zeros((16, 20), dtype=np.uint8))
-    item = evaluate_inputs.ObjectFolder(str(good / "images"), 16, masks=str(tmp_path / "masks"))[1]
+    item = evaluate_inputs.ObjectFolder(
+        str(good / "images"), 16, masks=str(tmp_path / "masks")
+    )[1]
     assert not item["mask"].any() and item["boxes"].isnan().all()
 
 
-# --- usage errors -----------------------------------------------------------------------------
+# --- usage errors ---------------------------------------------------------------------
 
 
 def _empty(tmp: Path, good: Path) -> list[str]:
@@ -191,19 +229,24 @@ def _no_images(tmp: Path, good: Path) -> list[str]:
 
 
 def _with(**files: str):
-    """A case with ``good``'s images and extra files (name -> text) passed as options."""
+    """A case with ``good``'s images and extra files (name -> text) passed as
+    options."""
+
     def build(tmp: Path, good: Path) -> list[str]:
         argv = [str(good / "images")]
         for option, text in files.items():
             (tmp / option).write_text(text)
             argv += [f"--{option}", str(tmp / option)]
         return argv
+
     return build
 
 
 def _weights(tmp: Path, good: Path) -> list[str]:
     module, _, name = MODEL.partition(":")
-    torch.save(getattr(importlib.import_module(module), name)(5).state_dict(), tmp / "w.pt")
+    torch.save(
+        getattr(importlib.import_module(module), name)(5).state_dict(), tmp / "w.pt"
+    )
     return [str(good / "images"), "--weights", str(tmp / "w.pt")]
 
 
@@ -218,99 +261,216 @@ def _options(*options: str):
 
 USAGE = [
     # (case, argv builder, the message after the prefix, as a regex)
-    ("no such folder", lambda tmp, good: [str(tmp / "nowhere")],
-     r"ROOT \S+nowhere: expected a folder of class folders \(ROOT/<class>/<image>\), "
-     r"got no such folder"),
-    ("empty folder", _empty,
-     r"ROOT \S+empty: expected a folder of class folders \(ROOT/<class>/<image>\), "
-     r"got an empty folder"),
-    ("no class folders", _flat,
-     r"ROOT \S+flat: expected a folder of class folders \(ROOT/<class>/<image>\), "
-     r"got no class folders \(2 files\)"),
-    ("class folders without images", _no_images,
-     r"ROOT \S+texts: expected image files \(\.jpg \.jpeg \.png .*\) in its class folders, "
-     r"got none in 1 class folders"),
-    ("boxes not JSON", _with(boxes="{'cats/0.png': [1, 2, 3, 4]}"),
-     r"--boxes \S+boxes: expected JSON, got invalid JSON at line 1 column 2 "
-     r"\(Expecting property name enclosed in double quotes\)"),
-    ("boxes not an object", _with(boxes="[[1, 2, 3, 4]]"),
-     r"--boxes \S+: expected a JSON object \(image path -> \[\[x0, y0, x1, y1\], \.\.\.\]\), "
-     r"got a JSON list"),
-    ("a box of 3 numbers", _with(boxes='{"cats/0.png": [[1, 2, 3]]}'),
-     r"--boxes \S+: expected \[\[x0, y0, x1, y1\], \.\.\.\] of finite numbers with x0 < x1 "
-     r"and y0 < y1 for 'cats/0.png', got \[\[1, 2, 3\]\]"),
-    ("an inverted box", _with(boxes='{"cats/0.png": [[5, 2, 3, 4]]}'),
-     r"--boxes \S+: expected .* for 'cats/0.png', got \[\[5, 2, 3, 4\]\]"),
-    ("boxes naming no image", _with(boxes='{"images/cats/0.png": [[1, 2, 3, 4]]}'),
-     r"--boxes \S+: expected keys that are image paths relative to ROOT, such as "
-     r"'cats/0.png', got none that names an image \(first key: 'images/cats/0.png'\)"),
-    ("a box outside the image", _with(boxes='{"cats/1.png": [[1, 2, 21, 4]]}'),
-     r"--boxes: expected boxes inside cats/1.png \(0 <= x0 < x1 <= 20, 0 <= y0 < y1 <= 16\), "
-     r"got \[1.0, 2.0, 21.0, 4.0\]"),
-    ("no masks folder", _options("--masks", "/nonexistent/masks"),
-     r"--masks /nonexistent/masks: expected a folder of PNG masks, got no such folder"),
-    ("a mask of another size", _mask_size,
-     r"--masks: expected dogs/0.png to be 20 x 16 pixels like its image, got 8 x 8"),
-    ("weights for another model", _weights,
-     r"--weights \S+w.pt: expected a state dict for SmallCNN, got 2 tensors of another shape "
-     r"\(fc.weight \(5, 32\) \(the model's \(2, 32\)\), fc.bias \(5,\) \(the model's \(2,\)\)\)"),
-    ("weights not a torch file", _with(weights="hello"),
-     r"--weights \S+weights: expected a state dict saved by torch.save\(model.state_dict\(\)\), "
-     r"got a file torch.load cannot read \(KeyError: 101\)"),
-    ("no weights file", _options("--weights", "/nonexistent/w.pt"),
-     r"--weights /nonexistent/w.pt: expected a state dict saved by .*, got no such file"),
-    ("unknown method", _options("--methods", "cam", "gradcam2"),
-     r"--methods: expected names from \['cam', 'gradcam', .*\], got \['gradcam2'\] "
-     r"\(see --help\)"),
-    ("unknown metric", _options("--metrics", "pointing", "accuracy"),
-     r"argument --metrics: invalid choice: 'accuracy' \(choose from 'deletion', 'insertion', "
-     r"'confidence', 'pointing', 'localisation', 'road'\) \(see --help\)"),
-    ("a layer the model does not have", _options("--layer", "feature.9"),
-     r"--layer: expected one of the model's 15 modules, got 'feature.9'; did you mean one of "
-     r"\['features.9', 'features.8', 'features.7'\]\?"),
-    ("a layer without a feature map", _options("--layer", "fc"),
-     r"--methods cam: layer 'fc': expected a 4-D feature map \[B, K, h, w\] as output, "
-     r"got \(4, 2\)"),
-    ("an unknown model name", _options("--model", "resnet5"),
-     r"--model: expected efficientnet-lite0, a torchvision architecture or module:callable, "
-     r"got 'resnet5'; did you mean one of \['resnet50', 'resnet152', 'resnet34'\]\?"),
-    ("a module that does not import", _options("--model", "no_such_module:Net"),
-     r"--model no_such_module:Net: expected an importable module:callable, got "
-     r"ModuleNotFoundError: No module named 'no_such_module'"),
-    ("a callable that is not there", _options("--model", "torch.nn:NoSuchNet"),
-     r"--model torch.nn:NoSuchNet: expected a callable 'NoSuchNet' in torch.nn, got none"),
-    ("a factory that returns no module", _options("--model", "torch:zeros"),
-     r"--model torch:zeros: expected torch:zeros\(2\) to return a torch.nn.Module, got Tensor"),
-    ("a factory that fails", _options("--model", "torch.nn:Linear"),
-     r"--model torch.nn:Linear: expected a factory taking num_classes, got TypeError: "
-     r"Linear.__init__\(\) missing 1 required positional argument: 'out_features' from "
-     r"torch.nn:Linear\(2\)"),
-    ("a batch size of 0", _options("--batch-size", "0"),
-     r"--batch-size: expected a positive number, got 0 \(see --help\)"),
+    (
+        "no such folder",
+        lambda tmp, good: [str(tmp / "nowhere")],
+        r"ROOT \S+nowhere: expected a folder of class folders "
+        r"\(ROOT/<class>/<image>\), "
+        r"got no such folder",
+    ),
+    (
+        "empty folder",
+        _empty,
+        r"ROOT \S+empty: expected a folder of class folders \(ROOT/<class>/<image>\), "
+        r"got an empty folder",
+    ),
+    (
+        "no class folders",
+        _flat,
+        r"ROOT \S+flat: expected a folder of class folders \(ROOT/<class>/<image>\), "
+        r"got no class folders \(2 files\)",
+    ),
+    (
+        "class folders without images",
+        _no_images,
+        r"ROOT \S+texts: expected image files \(\.jpg \.jpeg \.png .*\) in its class "
+        r"folders, "
+        r"got none in 1 class folders",
+    ),
+    (
+        "boxes not JSON",
+        _with(boxes="{'cats/0.png': [1, 2, 3, 4]}"),
+        r"--boxes \S+boxes: expected JSON, got invalid JSON at line 1 column 2 "
+        r"\(Expecting property name enclosed in double quotes\)",
+    ),
+    (
+        "boxes not an object",
+        _with(boxes="[[1, 2, 3, 4]]"),
+        r"--boxes \S+: expected a JSON object \(image path -> \[\[x0, y0, x1, y1\], "
+        r"\.\.\.\]\), "
+        r"got a JSON list",
+    ),
+    (
+        "a box of 3 numbers",
+        _with(boxes='{"cats/0.png": [[1, 2, 3]]}'),
+        r"--boxes \S+: expected \[\[x0, y0, x1, y1\], \.\.\.\] of finite numbers with "
+        r"x0 < x1 "
+        r"and y0 < y1 for 'cats/0.png', got \[\[1, 2, 3\]\]",
+    ),
+    (
+        "an inverted box",
+        _with(boxes='{"cats/0.png": [[5, 2, 3, 4]]}'),
+        r"--boxes \S+: expected .* for 'cats/0.png', got \[\[5, 2, 3, 4\]\]",
+    ),
+    (
+        "boxes naming no image",
+        _with(boxes='{"images/cats/0.png": [[1, 2, 3, 4]]}'),
+        r"--boxes \S+: expected keys that are image paths relative to ROOT, such as "
+        r"'cats/0.png', got none that names an image \(first key: "
+        r"'images/cats/0.png'\)",
+    ),
+    (
+        "a box outside the image",
+        _with(boxes='{"cats/1.png": [[1, 2, 21, 4]]}'),
+        r"--boxes: expected boxes inside cats/1.png \(0 <= x0 < x1 <= 20, 0 <= y0 < "
+        r"y1 <= 16\), "
+        r"got \[1.0, 2.0, 21.0, 4.0\]",
+    ),
+    (
+        "no masks folder",
+        _options("--masks", "/nonexistent/masks"),
+        r"--masks /nonexistent/masks: expected a folder of PNG masks, got no such "
+        r"folder",
+    ),
+    (
+        "a mask of another size",
+        _mask_size,
+        r"--masks: expected dogs/0.png to be 20 x 16 pixels like its image, got 8 x 8",
+    ),
+    (
+        "weights for another model",
+        _weights,
+        r"--weights \S+w.pt: expected a state dict for SmallCNN, got 2 tensors of "
+        r"another shape "
+        r"\(fc.weight \(5, 32\) \(the model's \(2, 32\)\), fc.bias \(5,\) \(the "
+        r"model's \(2,\)\)\)",
+    ),
+    (
+        "weights not a torch file",
+        _with(weights="hello"),
+        r"--weights \S+weights: expected a state dict saved by "
+        r"torch.save\(model.state_dict\(\)\), "
+        r"got a file torch.load cannot read \(KeyError: 101\)",
+    ),
+    (
+        "no weights file",
+        _options("--weights", "/nonexistent/w.pt"),
+        r"--weights /nonexistent/w.pt: expected a state dict saved by .*, got no such "
+        r"file",
+    ),
+    (
+        "unknown method",
+        _options("--methods", "cam", "gradcam2"),
+        r"--methods: expected names from \['cam', 'gradcam', .*\], got \['gradcam2'\] "
+        r"\(see --help\)",
+    ),
+    (
+        "unknown metric",
+        _options("--metrics", "pointing", "accuracy"),
+        r"argument --metrics: invalid choice: 'accuracy' \(choose from 'deletion', "
+        r"'insertion', "
+        r"'confidence', 'pointing', 'localisation', 'road'\) \(see --help\)",
+    ),
+    (
+        "a layer the model does not have",
+        _options("--layer", "feature.9"),
+        r"--layer: expected one of the model's 15 modules, got 'feature.9'; did you "
+        r"mean one of "
+        r"\['features.9', 'features.8', 'features.7'\]\?",
+    ),
+    (
+        "a layer without a feature map",
+        _options("--layer", "fc"),
+        r"--methods cam: layer 'fc': expected a 4-D feature map \[B, K, h, w\] as "
+        r"output, "
+        r"got \(4, 2\)",
+    ),
+    (
+        "an unknown model name",
+        _options("--model", "resnet5"),
+        r"--model: expected efficientnet-lite0, a torchvision architecture or "
+        r"module:callable, "
+        r"got 'resnet5'; did you mean one of \['resnet50', 'resnet152', 'resnet34'\]\?",
+    ),
+    (
+        "a module that does not import",
+        _options("--model", "no_such_module:Net"),
+        r"--model no_such_module:Net: expected an importable module:callable, got "
+        r"ModuleNotFoundError: No module named 'no_such_module'",
+    ),
+    (
+        "a callable that is not there",
+        _options("--model", "torch.nn:NoSuchNet"),
+        r"--model torch.nn:NoSuchNet: expected a callable 'NoSuchNet' in torch.nn, "
+        r"got none",
+    ),
+    (
+        "a factory that returns no module",
+        _options("--model", "torch:zeros"),
+        r"--model torch:zeros: expected torch:zeros\(2\) to return a torch.nn.Module, "
+        r"got Tensor",
+    ),
+    (
+        "a factory that fails",
+        _options("--model", "torch.nn:Linear"),
+        r"--model torch.nn:Linear: expected a factory taking num_classes, got "
+        r"TypeError: "
+        r"Linear.__init__\(\) missing 1 required positional argument: 'out_features' "
+        r"from "
+        r"torch.nn:Linear\(2\)",
+    ),
+    (
+        "a batch size of 0",
+        _options("--batch-size", "0"),
+        r"--batch-size: expected a positive number, got 0 \(see --help\)",
+    ),
 ]
 
 
 @pytest.mark.parametrize("case, build, pattern", USAGE, ids=[case[0] for case in USAGE])
-def test_usage_errors_are_one_line_with_status_2(case, build, pattern, good, tmp_path,
-                                                 capsys) -> None:
+def test_usage_errors_are_one_line_with_status_2(
+    case, build, pattern, good, tmp_path, capsys
+) -> None:
     argv = build(tmp_path, good)  # its options come last, so they win over FAST's
     with pytest.raises(SystemExit) as stop:
-        evaluate.main([argv[0], "--out", str(tmp_path / "out"), *FAST, "--methods", "cam",
-                       *argv[1:]])
+        evaluate.main(
+            [
+                argv[0],
+                "--out",
+                str(tmp_path / "out"),
+                *FAST,
+                "--methods",
+                "cam",
+                *argv[1:],
+            ]
+        )
     err = capsys.readouterr().err
     assert stop.value.code == 2
     assert err.count("\n") == 1 and err.startswith(PREFIX), err
-    assert re.fullmatch(pattern, err[len(PREFIX):-1]), err
+    assert re.fullmatch(pattern, err[len(PREFIX) : -1]), err
 
 
 def test_a_real_process_prints_one_line_and_no_traceback(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "camlib.evaluate", str(tmp_path / "empty"), "--out",
-         str(tmp_path / "out"), "--model", MODEL],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "camlib.evaluate",
+            str(tmp_path / "empty"),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            MODEL,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr == (f"{PREFIX}ROOT {tmp_path / 'empty'}: expected a folder of class "
-                           "folders (ROOT/<class>/<image>), got an empty folder\n")
+    assert done.stderr == (
+        f"{PREFIX}ROOT {tmp_path / 'empty'}: expected a folder of class "
+        "folders (ROOT/<class>/<image>), got an empty folder\n"
+    )
