@@ -1,5 +1,5 @@
-"""python -m camlib.evaluate: one process and two gloo processes give the same numbers and skip
-the same bad file; resume."""
+"""python -m camlib.evaluate: one process and two gloo processes give the same numbers
+and skip the same bad file; resume."""
 from __future__ import annotations
 
 import importlib.util
@@ -24,8 +24,8 @@ MODEL = f"{PACKAGE}.networks:SmallCNN"
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    """2 classes x 4 small synthetic PNGs of varying sizes; boxes for some, a mask for one; and
-    a truncated JPEG (circles/bad.jpg, index 4)."""
+    """2 classes x 4 small synthetic PNGs of varying sizes; boxes for some, a mask for
+    one; and a truncated JPEG (circles/bad.jpg, index 4)."""
     root = tmp_path_factory.mktemp("folder")
     generator = np.random.default_rng(0)
     boxes = {}
@@ -51,7 +51,8 @@ def folder(tmp_path_factory) -> Path:
 
 def run(folder: Path, out: Path, processes: int, workers: int) -> dict:
     """One process runs here (one thread, as torchrun gives each of its processes)."""
-    arguments = [str(folder / "images"), "--out", str(out), "--model", MODEL, "--image-size", "32",
+    arguments = [str(folder / "images"), "--out", str(out), "--model", MODEL,
+                 "--image-size", "32",
                  "--batch-size", "2", "--chunk-size", "3", "--workers", str(workers), "--steps", "8",
                  "--metrics", *evaluate.METRICS,
                  "--boxes", str(folder / "boxes.json"), "--masks", str(folder / "masks"), "--device", "cpu"]
@@ -89,12 +90,12 @@ def test_two_gloo_processes_give_the_numbers_of_one_and_a_run_resumes(
     single = run(folder, tmp_path / "one", processes=1, workers=0)
     double = run(folder, tmp_path / "two", processes=2, workers=1)
     one, two = records(tmp_path / "one"), records(tmp_path / "two")
-    assert [r["index"] for r in one] == [0, 1, 2, 3, 5, 6, 7, 8]  # 4 is the truncated JPEG
+    assert [r["index"] for r in one] == [0, 1, 2, 3, 5, 6, 7, 8]  # 4: truncated JPEG
     assert sorted(p.name for p in (tmp_path / "two").glob("chunk-*")) == [
         f"chunk-0000{i}.jsonl" for i in range(3)
     ]
     assert same(one, two) and single == double
-    # the bad file (chunk 1: rank 1 of 2) is skipped, recorded alike by one and two processes
+    # the bad file (chunk 1: rank 1 of 2) is skipped and recorded alike by 1 and 2
     skipped = (tmp_path / "one" / "skipped.csv").read_text()
     assert skipped == (tmp_path / "two" / "skipped.csv").read_text()
     header, line = skipped.splitlines()
@@ -108,7 +109,8 @@ def test_two_gloo_processes_give_the_numbers_of_one_and_a_run_resumes(
         assert single[method]["pointing_images"] == 7 and single[method]["iou_images"] == 7
         assert 0 <= single[method]["deletion_auc"] <= 1 and 0 <= single[method]["gt_known"] <= 1
     assert math.isnan(one[3]["cam/pointing"])  # circles/3.png: neither box nor mask
-    # resume: a finished chunk is not recomputed (its marked copy survives), a missing one is,
+    # resume: a finished chunk is not recomputed (its marked copy survives), a
+    # missing one is,
     # and the file recorded as skipped is not read again
     marked = tmp_path / "one" / "chunk-00000.jsonl"
     marked.write_text(marked.read_text().replace('"label": 0', '"label": 0, "kept": 1'))
