@@ -120,7 +120,7 @@ def load_boxes(path: str | Path) -> dict[str, list[list[float]]]:
                 f"--boxes {path}: expected [[x0, y0, x1, y1], ...] of finite numbers with "
                 f"x0 < x1 and y0 < y1 for {key!r}, got {json.dumps(value)[:100]}"
             )
-        boxes[key] = [[float(v) for v in box] for box in rows]
+        boxes[key] = [list(box) for box in rows]
     return boxes
 
 

@@ -39,6 +39,10 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def scan(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
     """``(samples, classes)`` of ImageFolder, or a :class:`UsageError` saying what is
     wrong."""
@@ -55,13 +59,13 @@ def scan(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
     if not any(entry.is_dir() for entry in entries):
         raise UsageError(
             f"ROOT {root}: expected {layout}, got no class folders "
-            f"({len(entries)} files)"
+            f"({plural(len(entries), 'file')})"
         )
     folder = ImageFolder(str(root), allow_empty=True)
     if not folder.samples:
         raise UsageError(
             f"ROOT {root}: expected image files ({' '.join(IMG_EXTENSIONS)}) in its "
-            f"class folders, got none in {len(folder.classes)} class folders"
+            f"class folders, got none in {plural(len(folder.classes), 'class folder')}"
         )
     return folder.samples, folder.classes
 

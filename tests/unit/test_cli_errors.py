@@ -285,7 +285,7 @@ USAGE = [
         _no_images,
         r"ROOT \S+texts: expected image files \(\.jpg \.jpeg \.png .*\) in its class "
         r"folders, "
-        r"got none in 1 class folders",
+        r"got none in 1 class folder",
     ),
     (
         "boxes not JSON",
@@ -324,7 +324,7 @@ USAGE = [
         _with(boxes='{"cats/1.png": [[1, 2, 21, 4]]}'),
         r"--boxes: expected boxes inside cats/1.png \(0 <= x0 < x1 <= 20, 0 <= y0 < "
         r"y1 <= 16\), "
-        r"got \[1.0, 2.0, 21.0, 4.0\]",
+        r"got \[1, 2, 21, 4\]",
     ),
     (
         "no masks folder",
