@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from . import metrics, road
+from . import metrics
 from .evaluate_inputs import (
     ObjectFolder,
     UsageError,
@@ -86,7 +86,7 @@ def evaluate_batch(
         ) as error:  # the model, layer or target do not fit
             raise UsageError(f"--methods {method}: {error}") from None
         maps, classes = exp.maps[:, 0], exp.classes[:, 0]
-        values: dict[str, Tensor] = {"class": classes, "prob": exp.scores[:, 0]}
+        values: dict[str, Tensor] = {"class": classes, "prob": exp.probabilities[:, 0]}
         for mode in ("deletion", "insertion"):
             if mode in args.metrics:
                 curve = metrics.perturbation_curve(
@@ -101,7 +101,7 @@ def evaluate_batch(
             values["drop"], values["increase"] = change.drop, change.increase.float()
         if "road" in args.metrics:  # mean P_c over removing 10%, ..., 90%
             for order in ("morf", "lerf"):
-                curve = road.road(
+                curve = metrics.road(
                     model, images, maps, classes, order=order, max_batch=args.max_batch
                 )
                 values[f"road_{order}"] = curve.scores.mean(dim=1)
@@ -358,12 +358,14 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> dict | None:
-    """Run the CLI; a :class:`UsageError` becomes one line on stderr and its exit
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return 0 (the ``camlib-evaluate`` script exits with it); a
+    :class:`UsageError` becomes one line on stderr and ``SystemExit`` with its
     status."""
     args = parse(argv)
     try:
-        return run(args)
+        run(args)
+        return 0
     except UsageError as error:
         sys.stderr.write(f"{PROG}: error: {error}\n")
         raise SystemExit(error.status) from None
@@ -411,4 +413,4 @@ def run(args: argparse.Namespace) -> dict | None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

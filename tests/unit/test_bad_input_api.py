@@ -2,8 +2,8 @@
 checks.
 
 Each case gets a clear error (what was expected, what came) or a documented result,
-and the model is left as it was: state dict, every module's training flag, gradients.
-Tiny nets on 8 x 8 images; the file runs in about 2 s on one CPU core."""
+and the model is left as it was: state dict, every module's training flag, gradients,
+hooks. Tiny nets on 8 x 8 images; the file runs in about 2 s on one CPU core."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 import camlib
-from camlib import metrics, road, sanity
+from camlib import metrics, sanity
+from helpers import assert_unchanged, snapshot
 
 
 class Tiny(nn.Module):
@@ -53,23 +54,6 @@ def tiny() -> Tiny:
     return net.train()
 
 
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "training": [m.training for m in model.modules()],
-        "grads": [p.grad for p in model.parameters()],
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-    }
-
-
-def assert_unchanged(model: nn.Module, before: dict) -> None:
-    after = snapshot(model)
-    assert after["training"] == before["training"]
-    assert after["grads"] == before["grads"] == [None] * len(before["grads"])
-    assert after["state"].keys() == before["state"].keys()
-    for key, value in before["state"].items():
-        assert torch.equal(after["state"][key], value), key
-
-
 IMAGES = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
 MAPS = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(2))
 NAN_MAPS = MAPS.clone().index_fill_(0, torch.tensor([1]), math.nan)
@@ -82,7 +66,7 @@ MODEL_METRICS = {
         net, images, maps, mode="insertion", steps=4, **kw
     ),
     "confidence": metrics.confidence_change,
-    "road": lambda net, images, maps, **kw: road.road(
+    "road": lambda net, images, maps, **kw: metrics.road(
         net, images, maps, fractions=(0.5,), **kw
     ),
 }
@@ -230,7 +214,7 @@ def test_road_refuses_bad_settings_and_leaves_the_model(
     net = tiny()
     before = snapshot(net)
     with pytest.raises(error, match=pattern):
-        road.road(net, IMAGES, MAPS, **arguments)
+        metrics.road(net, IMAGES, MAPS, **arguments)
     assert_unchanged(net, before)
 
 
@@ -239,7 +223,7 @@ def test_road_imputation_wants_a_bool_mask() -> None:
         TypeError,
         match=r"removed: expected a bool mask \[B, H, W\], got dtype " r"torch.float32",
     ):
-        road.linear_imputation(IMAGES, torch.ones(2, 8, 8))
+        metrics.linear_imputation(IMAGES, torch.ones(2, 8, 8))
 
 
 # --- pointing game and localisation (no model) ----------------------------------------
