@@ -371,13 +371,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(error.status) from None
 
 
+def pick_device(name: str | None) -> torch.device:
+    """``--device``, default cuda if there is one; a device this machine lacks is
+    refused."""
+    try:
+        device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise UsageError(f"--device: expected cpu or cuda, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: expected a device here, got no CUDA device")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device: expected cpu or cuda, got {name!r}")
+    return device
+
+
 def run(args: argparse.Namespace) -> dict | None:
     import torch.distributed as dist
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = torch.device(
-        args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    device = pick_device(args.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)

@@ -420,6 +420,21 @@ USAGE = [
         r"torch.nn:Linear\(2\)",
     ),
     (
+        "a class label the model does not have",
+        _options("--num-classes", "1", "--target", "label"),
+        r"--methods cam: classes: expected indices in \[0, 0\], got \[1\]",
+    ),
+    (
+        "an unknown device",
+        _options("--device", "gpu"),
+        r"--device: expected cpu or cuda, got 'gpu'",
+    ),
+    (
+        "--out is a file",
+        _options("--out", "/dev/null/out"),
+        r"--out /dev/null/out: expected a folder, got NotADirectoryError: .*",
+    ),
+    (
         "a batch size of 0",
         _options("--batch-size", "0"),
         r"--batch-size: expected a positive number, got 0 \(see --help\)",
@@ -473,4 +488,15 @@ def test_a_real_process_prints_one_line_and_no_traceback(tmp_path) -> None:
     assert done.stderr == (
         f"{PREFIX}ROOT {tmp_path / 'empty'}: expected a folder of class "
         "folders (ROOT/<class>/<image>), got an empty folder\n"
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_asked_for_on_a_machine_without_it(good, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main([str(good / "images"), "--out", str(tmp_path), *FAST,
+                       "--device", "cuda"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        f"{PREFIX}--device cuda: expected a device here, got no CUDA device\n"
     )
