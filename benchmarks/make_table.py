@@ -25,7 +25,8 @@ def run_of(meta: dict) -> str:
     date = str(meta.get("date", "?"))[:10]
     where = meta.get("device_name") or meta.get("machine") or meta.get("device") or ""
     if meta.get("threads"):
-        where = f"{where}, {meta['threads']} threads"
+        n = meta["threads"]
+        where = f"{where}, {n} thread{'s' if n != 1 else ''}"
     elif meta.get("cpus"):
         where = f"{where}, {meta['cpus']} CPUs"
     share = meta.get("other_processes_cpu_share",
