@@ -257,3 +257,31 @@ def plot_sanity_steps(steps: dict, title: str, names: dict | None = None) -> Fig
     ax.legend(fontsize=8, ncol=3)
     ax.set_title(title)
     return fig
+
+
+def plot_deletion(
+    steps: Sequence[Tensor], shown: Sequence[float], curves: dict, title: str,
+) -> Figure:
+    """A deletion run for one image. Top: the image after deleting the ``shown`` fractions of
+    its pixels (``steps``, [3, H, W] each, already in [0, 1]); bottom: the curves of ``curves``
+    (``{label: (fractions [S + 1], P_c [S + 1])}``), each with its area under the curve."""
+    fig = plt.figure(figsize=(8.5, 5.2), layout="constrained")
+    grid = fig.add_gridspec(2, len(steps), height_ratios=[1, 1.6])
+    for i, (image, fraction) in enumerate(zip(steps, shown)):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(_image(image.clamp(0, 1)), interpolation="nearest")
+        ax.set_title(f"{fraction:.0%} deleted", fontsize=9)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[1, :])
+    for label, (fractions, scores) in curves.items():
+        x, y = fractions.cpu().numpy(), scores.cpu().numpy()
+        area = float(((y[1:] + y[:-1]) / 2 * (x[1:] - x[:-1])).sum())
+        line = ax.plot(x, y, marker=".", label=f"{label} (AUC {area:.2f})")[0]
+        ax.fill_between(x, y, alpha=0.12, color=line.get_color())
+    ax.set_xlabel("fraction of pixels deleted (highest map value first)")
+    ax.set_ylabel("class probability $P_c$")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(0, 1)
+    ax.legend(fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    return fig
