@@ -1,7 +1,9 @@
 """What each member of the CAM family adds, and what it costs: Chapter 5's demonstrations.
 
-- :func:`network_rows`, :func:`forward_seconds`, :func:`cost_markdown`: network evaluations per
-  image (counted with hooks) and time against a plain forward pass;
+- :func:`network_rows`, :func:`forward_seconds`: network evaluations per image (counted with
+  hooks) and time against a plain forward pass;
+- :func:`speed_ratios`, :func:`speed_markdown`: the cost table, read from the results of
+  ``benchmarks/family_speed.py`` at the resolution one run supports;
 - :func:`instance_table`: two objects of one class side by side, how the map shares itself;
 - :func:`layer_table`: the map's mass on the object at several depths;
 - :class:`FlattenHead`, :func:`head_table`: a head that is not GAP + linear, where Grad-CAM and
@@ -186,28 +188,6 @@ def head_table(task: SceneTask, methods: Sequence[str] = ("gradcam", "hirescam")
     rho = sanity.spearman(*(maps[m] for m in methods[:2]))
     table["both"] = {"accuracy": accuracy, "spearman": rho[torch.isfinite(rho)].mean().item()}
     return table
-
-
-def cost_markdown(groups: dict[str, tuple[dict[str, dict[str, float]], float]],
-                  estimates: dict[str, dict[str, str]] | None = None) -> str:
-    """The cost table: for each group (``{title: (costs by method from :func:`network_rows`,
-    seconds of a plain forward of the same batch)}``), the evaluations of the network per image
-    (whole network + from the layer onward) and the time as a multiple of a plain forward.
-    ``estimates`` ({group: {method: (evaluations, time)}}) fills the cells of methods not run."""
-    header = "| method |" + "".join(f" {t}: evaluations per image | {t}: time / forward |"
-                                     for t in groups)
-    lines = [header, "|---|" + "---:|---:|" * len(groups)]
-    for method in FAMILY:
-        cells = []
-        for title, (costs, plain) in groups.items():
-            if method in costs:
-                cost = costs[method]
-                cells += [f"{cost['evaluations']:.0f} ({cost['full']:.0f} whole)",
-                          f"{cost['seconds'] / plain:.1f}x"]
-            else:
-                cells += list((estimates or {}).get(title, {}).get(method, ("-", "-")))
-        lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 # --- the cost table, read from benchmarks/family_speed.py's results ----------------------------

@@ -278,7 +278,7 @@ def plot_deletion(
         area = float(((y[1:] + y[:-1]) / 2 * (x[1:] - x[:-1])).sum())
         line = ax.plot(x, y, marker=".", label=f"{label} (AUC {area:.2f})")[0]
         ax.fill_between(x, y, alpha=0.12, color=line.get_color())
-    ax.set_xlabel("fraction of pixels deleted (highest map value first)")
+    ax.set_xlabel("fraction of pixels deleted or inserted, highest map value first")
     ax.set_ylabel("class probability $P_c$")
     ax.set_ylim(0, 1.02)
     ax.set_xlim(0, 1)
