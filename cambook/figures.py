@@ -48,6 +48,7 @@ def plot_top_classes(
     photo_titles: Sequence[str] | None = None,
     alpha: float = 0.5,
     boxes: bool = False,
+    title: str | None = None,
 ) -> Figure:
     """One row per photo: the photo, then the map of each of its T classes over it."""
     batch, k = exp.classes.shape
@@ -62,7 +63,9 @@ def plot_top_classes(
             box = all_boxes[b, j].tolist() if all_boxes is not None else None
             show_map(axes[b, j + 1], photos[b], exp.maps[b, j], f"{j + 1}. {label}", alpha, box)
     add_colorbar(fig, axes.ravel().tolist())
-    fig.suptitle(f"{exp.method.upper()} of the top-{k} classes, layer '{exp.layers[0]}'", fontsize=12)
+    if title is None:
+        title = f"{method_name(exp.method)} of the top-{k} classes, layer '{exp.layers[0]}'"
+    fig.suptitle(title, fontsize=12)
     return fig
 
 
@@ -257,6 +260,18 @@ def plot_sanity_steps(steps: dict, title: str, names: dict | None = None) -> Fig
     ax.legend(fontsize=8, ncol=3)
     ax.set_title(title)
     return fig
+
+
+# --- Human names of the methods, for titles -----------------------------------------------------
+
+METHOD_NAMES = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++",
+                "layercam": "LayerCAM", "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM",
+                "eigencam": "Eigen-CAM", "xgradcam": "XGrad-CAM", "hirescam": "HiResCAM"}
+
+
+def method_name(method: str) -> str:
+    """The name a reader knows (``"gradcampp"`` -> ``"Grad-CAM++"``); unknown keys unchanged."""
+    return METHOD_NAMES.get(method, method)
 
 
 def plot_deletion(
