@@ -1,38 +1,45 @@
-"""Grade a folder of submitted exercise notebooks with nbval; write report.csv and report.md.
+"""Grade a folder of submitted exercise notebooks; write report.csv and report.md.
 
     python tools/grade.py SUBMISSIONS_DIR --out REPORT_DIR [--timeout 60] [--jobs N]
+                          [--secret FILE] [--memory-mb 8192]
 
-Layout: ``SUBMISSIONS_DIR/<student>/<notebook>.ipynb``, one folder per student, notebooks named as
-handed out (``ex01_overview.ipynb`` ... ``ex04_enhanced.ipynb``); other files are listed in the
-report as ignored.
+Layout: ``SUBMISSIONS_DIR/<student>/<notebook>.ipynb``, one folder per student, notebooks
+named as handed out (``ex01_overview.ipynb`` ...); other files are listed in the report as
+ignored.
 
-For each submission the grader builds a graded copy: the student's cells with outputs cleared;
-each visible check cell replaced by the original from the key (``coursework/hidden/*.json``,
-written by ``tools/make_student_versions.py``), so an edited check is restored, and a deleted one
-is put back and the exercise marked failed; any hidden-check cell in the submission dropped; then
-the key's hidden checks appended. The copy is run by pytest + nbval (``--nbval-lax
---nbval-current-env``, a sanitize file, a per-cell timeout), one process per notebook, several in
-parallel, each under a wall-clock limit. ``tools/grade_plugin.py`` records each cell's outcome.
+For each submission the grader builds a graded copy: the student's cells with outputs
+cleared; each visible check cell replaced by the original from the key
+(``coursework/hidden/*.json``, written by ``tools/make_student_versions.py``), so an edited
+check is restored, and a deleted one is put back and the exercise marked failed; any
+hidden-check cell in the submission dropped. The copy is run by pytest + nbval
+(``--nbval-lax --nbval-current-env``, a sanitize file, a per-cell timeout) in its own
+process; ``tools/grade_plugin.py`` records each cell's outcome: the student's feedback.
 
-An exercise **passed** when all its check cells (visible and hidden) ran without error and none
-had been deleted; it **failed** when a check's ``assert`` failed (the report quotes its message)
-or a check cell was deleted, or the notebook was not submitted; it **errored** when a check or
-the exercise's own code raised anything else (NotImplementedError for an untouched exercise, a
-syntax error, a timeout), or the notebook could not be read or run. The grader itself never
-stops on a bad submission.
+The hidden checks never run beside the student's code. For the exercises whose visible checks
+passed, a second child process executes the submission's code cells (not the check cells)
+and calls its functions on the hidden inputs; it hands back plain data, which this process
+loads without running code and compares with the reference solution's results
+(tools/grade_hidden.py). Every child that runs student code is limited in memory, CPU time,
+output, file size and processes, in a scratch folder, without network, as an account of its
+own when the grader runs as root (tools/grade_sandbox.py).
+
+An exercise **passed** when all its check cells (visible and hidden) passed and none had been
+deleted; it **failed** when a check's ``assert`` failed (the report quotes its message) or a
+check cell was deleted, or the notebook was not submitted; it **errored** when a check or the
+exercise's own code raised anything else (NotImplementedError for an untouched exercise, a
+syntax error, a timeout, a limit), or the notebook could not be read or run. The grader
+itself never stops on a bad submission.
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
 import copy
-import csv
+import dataclasses
 import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+
+import grade_hidden as hidden
+import grade_sandbox as sandbox
+from grade_report import write_reports
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_DIR = ROOT / "coursework" / "hidden"
@@ -87,7 +98,8 @@ def _code_cell(source: str, grading: dict, cell_id: str):
 
 
 def prepare(submission, key: dict) -> Prepared:
-    """The graded copy of a submission (an nbformat v4 notebook) for one key."""
+    """The graded copy of a submission (an nbformat v4 notebook) for one key: the
+    student's cells and the visible checks (the hidden checks run elsewhere)."""
     checks = {check["id"]: (exercise["id"], check) for exercise in key["exercises"] for check in exercise["checks"]}
     by_text = {_normalised(check["source"]): check_id for check_id, (_, check) in checks.items()}
     hidden_text = {_normalised(h["source"]) for e in key["exercises"] for h in e["hidden_checks"]}
@@ -132,10 +144,6 @@ def prepare(submission, key: dict) -> Prepared:
                                   f"k-{check['id']}")
             positions = [i for i, c in enumerate(cells) if c.metadata.get("grading", {}).get("exercise") == exercise["id"]]
             cells.insert(positions[-1] + 1 if positions else len(cells), restored)
-    for exercise in key["exercises"]:
-        for hidden in exercise["hidden_checks"]:
-            cells.append(_code_cell(hidden["source"], {"role": "hidden-check", "exercise": exercise["id"],
-                                                       "key": hidden["id"]}, f"h-{hidden['id']}"))
     prepared.notebook.cells = cells
     prepared.notebook.metadata = {
         "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
@@ -149,66 +157,129 @@ def prepare(submission, key: dict) -> Prepared:
 
 @dataclass
 class Run:
-    records: list[dict]
-    killed: bool  # the wall-clock limit for the whole notebook was reached
+    records: list[dict]  # one per cell that ran under nbval, then one per hidden check
+    killed: bool  # the nbval run was stopped by a limit (time, output, CPU, file size)
     returncode: int | None
     tail: str  # end of pytest's output, for notes when nothing was recorded
+    limit: str = ""  # the limit that stopped the nbval run, in words
+    hidden_limit: str = ""  # the limit that stopped the hidden checks' child, in words
 
 
-def _kill_tree(process: subprocess.Popen) -> None:
+@dataclass(frozen=True)
+class Settings:
+    cell_timeout: float
+    notebook_timeout: float
+    threads: int
+    limits: sandbox.Limits
+    wants: dict  # notebook -> hidden check id -> the reference's result
+    seeds: dict  # notebook -> hidden check id -> seed (None: the public inputs)
+
+
+RECORD_KEYS = {"cell": (int, type(None)), "id": (str, type(None)), "grading": dict,
+               "outcome": str, "ename": str, "evalue": str, "timed_out": bool}
+
+
+def _records(path: Path, visible: set[str]) -> list[dict]:
+    """The plugin's records, checked: the student's kernel could have written to the file,
+    so a record that is malformed or claims to be anything but a visible check or a student
+    cell is dropped."""
+    records = []
     try:
-        import psutil  # installed with ipykernel
-
-        children = psutil.Process(process.pid).children(recursive=True)
-    except Exception:  # psutil missing or the process already gone
-        children = []
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for child in children:  # the kernel runs in a session of its own
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()[:10000]
+    except OSError:
+        return records
+    for line in lines:
         try:
-            child.kill()
-        except Exception:
-            pass
+            record = json.loads(line)
+        except ValueError:  # a line cut short by a kill
+            continue
+        if not isinstance(record, dict) or not all(
+                isinstance(record.get(k), t) for k, t in RECORD_KEYS.items()):
+            continue
+        grading = record["grading"]
+        role, key = grading.get("role"), grading.get("key")
+        if record["outcome"] not in ("passed", "error", "skipped") or not (
+                (role == "check" and key in visible) or (role in ("student", "solution")
+                                                          and key is None)):
+            continue
+        records.append(record)
+    return records
 
 
-def run_notebook(path: Path, cell_timeout: float, notebook_timeout: float, threads: int) -> Run:
-    """Run one graded notebook under pytest + nbval in a fresh process; never raises."""
+def run_notebook(path: Path, key: dict, settings: Settings, account: sandbox.Account) -> Run:
+    """Run one graded notebook under pytest + nbval in a sandboxed process; never raises."""
     results = path.with_suffix(".results.jsonl")
     ini = path.parent / "pytest.ini"
     ini.write_text("[pytest]\n", encoding="utf-8")
     command = [
         sys.executable, "-m", "pytest", path.name,
         "--nbval-lax", "--nbval-current-env", "--nbval-sanitize-with", str(SANITIZE),
-        f"--nbval-cell-timeout={cell_timeout:g}",
-        "-p", "no:cacheprovider", "-p", "grade_plugin", f"--grading-results={results}",
-        "-c", str(ini), "--rootdir", str(path.parent), "-q", "--no-header", "-W", "ignore",
+        f"--nbval-cell-timeout={settings.cell_timeout:g}",
+        "-p", "no:cacheprovider", "-p", "grade_plugin", f"--grading-results={results.name}",
+        "-c", ini.name, "--rootdir", ".", "-q", "--no-header", "-W", "ignore",
     ]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["MPLBACKEND"] = "Agg"
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[name] = str(threads)
-    env.pop("PYTEST_ADDOPTS", None)
-    killed, returncode, output = False, None, ""
-    process = subprocess.Popen(command, cwd=path.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        output = process.communicate(timeout=notebook_timeout)[0].decode("utf-8", "replace")
-        returncode = process.returncode
-    except subprocess.TimeoutExpired:
-        killed = True
-        _kill_tree(process)
-        output = process.communicate()[0].decode("utf-8", "replace")
-    records = []
-    if results.exists():
-        for line in results.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a kill
-                pass
-    return Run(records, killed, returncode, output[-2000:])
+    for item in path.parent.iterdir():
+        if account.uid is not None:
+            os.chown(item, account.uid, account.uid)
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV")}
+    env.update(PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent), str(ROOT)]),
+               MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1",
+               OMP_NUM_THREADS=str(settings.threads), MKL_NUM_THREADS=str(settings.threads))
+    limits = dataclasses.replace(settings.limits, wall_s=settings.notebook_timeout)
+    outcome = sandbox.run(command, path.parent, env, limits, account)
+    visible = {c["id"] for e in key["exercises"] for c in e["checks"]}
+    return Run(_records(results, visible), outcome.limit is not None, outcome.returncode,
+               outcome.output[-2000:], limits.named(outcome.limit) if outcome.limit else "")
+
+
+def run_hidden(run: Run, prepared: Prepared, key: dict, folder: Path, settings: Settings,
+               account: sandbox.Account) -> None:
+    """The hidden checks of every exercise whose visible checks all passed: the submission's
+    functions called in a sandboxed child, the results judged here; appended to ``run``."""
+    passed = {r["grading"]["key"] for r in run.records
+              if r["grading"]["role"] == "check" and r["outcome"] == "passed"}
+    probes, exercise_of = [], {}
+    name = key["notebook"]
+    for exercise in key["exercises"]:
+        if exercise["id"] in prepared.deleted or not {c["id"] for c in exercise["checks"]} <= passed:
+            continue
+        for check in exercise["hidden_checks"]:
+            probes.append({"id": check["id"], "source": check["source"],
+                           "seed": settings.seeds[name][check["id"]]})
+            exercise_of[check["id"]] = exercise["id"]
+    if not probes:
+        return
+    timed_out = {r.get("id") for r in run.records if r.get("timed_out")}
+    cells = [{"id": c["id"], "source": c.source} for c in prepared.notebook.cells
+             if c.cell_type == "code" and c.metadata["grading"]["role"] in ("student", "solution")
+             and c["id"] not in timed_out]
+    limits = dataclasses.replace(settings.limits, wall_s=settings.notebook_timeout)
+    results, outcome = hidden.run(cells, probes, folder, limits, account,
+                                  settings.cell_timeout, settings.threads)
+    if outcome.limit:
+        run.hidden_limit = limits.named(outcome.limit)
+    for probe in probes:
+        probed = results[probe["id"]]
+        record = {"cell": None, "id": None, "phase": "call", "timed_out": probed.timed_out,
+                  "grading": {"role": "hidden-check", "exercise": exercise_of[probe["id"]],
+                              "key": probe["id"]}}
+        if probed.missing:
+            record.update(outcome="error", ename="Stopped", evalue=_stopped(outcome, limits))
+        elif probed.ok:
+            verdict = hidden.judge(probe["source"], probed.value, settings.wants[name][probe["id"]])
+            record.update(outcome=verdict[0], ename=verdict[1], evalue=verdict[2])
+        else:
+            record.update(outcome="error", ename=probed.ename, evalue=probed.evalue)
+        run.records.append(record)
+
+
+def _stopped(outcome: sandbox.Outcome, limits: sandbox.Limits) -> str:
+    if outcome.limit:
+        return f"not run: the process running your code was stopped at {limits.named(outcome.limit)}"
+    code = outcome.returncode
+    how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
+    return (f"not run: the process running your code {how} before this hidden check "
+            "(does your code call sys.exit or os._exit, or run out of memory?)")
 
 
 # --- turning cell results into grades ------------------------------------------------------------
@@ -248,14 +319,21 @@ class Grade:
     check: str = ""  # the key id of the cell that decided the status
 
 
+MEMORY_LIMIT = sandbox.Limits().memory_mb  # set by grade_folder, named in messages
+
+
 def _describe(record: dict, cell_timeout: float) -> tuple[str, str]:
     """``(kind, text)`` of a cell that did not pass; kind: timeout, not-run or exception."""
+    if record.get("ename") == "Stopped":
+        return "not-run", record["evalue"]
     if record.get("timed_out"):
         return "timeout", (f"timed out: did not finish within {cell_timeout:g} s and was stopped "
                            "(an infinite loop, or code that crashed the Python kernel)")
     if record["outcome"] == "skipped":
         return "not-run", f"not run: {record['evalue']}"
     name, value = record.get("ename") or "Error", clean(record.get("evalue", ""))
+    if name == "MemoryError" or "can't allocate memory" in value:
+        value += f" (the memory limit is {MEMORY_LIMIT} MiB per process)"
     if name == "RuntimeError" and "Kernel dead" in value:
         return "not-run", "not run: the Python kernel had stopped (an earlier cell crashed it or could not be stopped)"
     return "exception", f"{name}: {value}" if value else name
@@ -272,7 +350,9 @@ def grade_notebook(student: str, key: dict, prepared: Prepared | None, run: Run 
     assert prepared is not None and run is not None
     by_key = {r["grading"].get("key"): r for r in run.records if r["grading"].get("key")}
     if run.killed:
-        notes.append(f"{name}: stopped at the time limit for a whole notebook; cells that had not run count as errored")
+        notes.append(f"{name}: stopped at {run.limit}; cells that had not run count as errored")
+    if run.hidden_limit:
+        notes.append(f"{name}: the hidden checks' process was stopped at {run.hidden_limit}")
     if not run.records:
         notes.append(f"{name}: no cell ran; pytest said: {clean(run.tail[-300:])}")
     for record in run.records:
@@ -360,16 +440,21 @@ def _read_error(error: Exception) -> str:
 
 
 def grade_folder(submissions: Path, out: Path, cell_timeout: float = 60, jobs: int | None = None,
-                 notebook_timeout: float | None = None, keep_work: bool = False) -> list[Grade]:
-    """Grade every submission under ``submissions``; write ``out/report.csv`` and ``out/report.md``."""
-    global _SANITIZER
+                 notebook_timeout: float | None = None, keep_work: bool = False,
+                 secret: bytes | None = None, limits: sandbox.Limits | None = None) -> list[Grade]:
+    """Grade every submission under ``submissions``; write ``out/report.csv`` and
+    ``out/report.md``. ``secret``: draw the hidden inputs from it (see grade_hidden)."""
+    global _SANITIZER, MEMORY_LIMIT
     _SANITIZER = load_sanitizer()
+    limits = limits or sandbox.Limits()
+    MEMORY_LIMIT = limits.memory_mb
     keys = load_keys()
     jobs = max(1, jobs or os.cpu_count() or 1)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     notebook_timeout = notebook_timeout or max(120.0, 3 * cell_timeout)
     students, found, folder_notes = discover(submissions, keys)
     work = Path(tempfile.mkdtemp(prefix="grade-"))
+    work.chmod(0o711)  # each account may enter its own folder, and list none
     tasks = []  # (student index, student, notebook name, prepared or None, problem or None)
     for index, student in enumerate(students):
         for name, key in keys.items():
@@ -381,9 +466,15 @@ def grade_folder(submissions: Path, out: Path, cell_timeout: float = 60, jobs: i
                 submission = nbformat.read(path, as_version=4)
                 prepared = prepare(submission, key)
             except Exception as error:  # not JSON, not a notebook, ...
-                tasks.append((index, student, name, None, f"notebook cannot be read ({_read_error(error)})"))
+                tasks.append((index, student, name, None,
+                              f"notebook cannot be read ({_read_error(error)})"))
                 continue
             tasks.append((index, student, name, prepared, None))
+    seeds = {name: hidden.seeds(key, secret) for name, key in keys.items()}
+
+    def expected(name):
+        return name, hidden.reference(keys[name], ROOT / keys[name]["source"], seeds[name],
+                                      work / f"reference-{name}", limits, cell_timeout, threads)
 
     def execute(task):
         index, student, name, prepared, problem = task
@@ -391,13 +482,21 @@ def grade_folder(submissions: Path, out: Path, cell_timeout: float = 60, jobs: i
             return task, None
         folder = work / f"{index:04d}" / name
         folder.mkdir(parents=True)
+        folder.parent.chmod(0o711)
         path = folder / f"{name}.ipynb"
         nbformat.write(prepared.notebook, path)
-        return task, run_notebook(path, cell_timeout, notebook_timeout, threads)
+        with sandbox.Account(index) as account:
+            account.give(folder)
+            run = run_notebook(path, keys[name], settings, account)
+            run_hidden(run, prepared, keys[name], folder.parent / f"{name}-hidden", settings,
+                       account)
+        return task, run
 
     results = {}
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            wants = dict(pool.map(expected, keys))
+            settings = Settings(cell_timeout, notebook_timeout, threads, limits, wants, seeds)
             for task, run in pool.map(execute, tasks):
                 results[(task[1], task[2])] = (task, run)
     finally:
@@ -409,78 +508,58 @@ def grade_folder(submissions: Path, out: Path, cell_timeout: float = 60, jobs: i
     for student in students:
         for name, key in keys.items():
             (_, _, _, prepared, problem), run = results[(student, name)]
-            notebook_grades, notebook_notes = grade_notebook(student, key, prepared, run, problem, cell_timeout)
+            notebook_grades, notebook_notes = grade_notebook(student, key, prepared, run, problem,
+                                                             cell_timeout)
             grades += notebook_grades
             notes[student] += notebook_notes
     write_reports(out, grades, notes, folder_notes, keys, cell_timeout)
     return grades
 
 
-def write_reports(out: Path, grades: list[Grade], notes: dict[str, list[str]], folder_notes: list[str],
-                  keys: dict[str, dict], cell_timeout: float) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "report.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["student", "notebook", "exercise", "title", "status", "message", "check"])
-        for g in grades:
-            writer.writerow([g.student, g.notebook, g.exercise, g.title, g.status, g.message, g.check])
-    exercises = [(name, e["id"], e["title"]) for name, key in keys.items() for e in key["exercises"]]
-    students = list(notes)
-    symbol = {"passed": "pass", "failed": "FAIL", "errored": "ERROR"}
-    table = {(g.student, g.exercise): g for g in grades}
-    lines = ["# Grading report", "",
-             f"{len(students)} students, {len(keys)} notebooks, {len(exercises)} exercises; "
-             f"cell timeout {cell_timeout:g} s. *pass*: every visible and hidden check passed; *FAIL*: a check's "
-             "assert failed, a check cell was deleted, or the notebook was not submitted; *ERROR*: the code "
-             "raised an exception (NotImplementedError: not attempted), timed out, or the notebook could not be read.",
-             "", "## Summary", "",
-             "| student | " + " | ".join(ex for _, ex, _ in exercises) + " | passed |",
-             "|---|" + "---|" * len(exercises) + "---:|"]
-    for student in students:
-        row = [symbol[table[(student, ex)].status] for _, ex, _ in exercises]
-        passed = sum(table[(student, ex)].status == "passed" for _, ex, _ in exercises)
-        lines.append(f"| {_md(student)} | " + " | ".join(row) + f" | {passed}/{len(exercises)} |")
-    lines += ["", "Exercises: " + "; ".join(f"{ex} {title} ({name})" for name, ex, title in exercises) + ".", "",
-              "## Details", ""]
-    for student in students:
-        lines.append(f"### {_md(student)}")
-        lines.append("")
-        problems = [table[(student, ex)] for _, ex, _ in exercises if table[(student, ex)].status != "passed"]
-        if not problems:
-            lines.append("All exercises passed.")
-        for g in problems:
-            lines.append(f"- **{g.exercise}** {g.status}: {_md(g.message)}")
-        for note in notes[student]:
-            lines.append(f"- note: {_md(note)}")
-        lines.append("")
-    if folder_notes:
-        lines += ["## Other files", ""] + [f"- {_md(n)}" for n in folder_notes] + [""]
-    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("submissions", type=Path, help="folder with one subfolder of notebooks per student")
+    parser.add_argument("submissions", type=Path,
+                        help="folder with one subfolder of notebooks per student")
     parser.add_argument("--out", type=Path, required=True, help="where report.csv and report.md go")
-    parser.add_argument("--timeout", type=float, default=60, help="seconds a cell may run (default 60)")
+    parser.add_argument("--timeout", type=float, default=60,
+                        help="seconds a cell may run (default 60)")
     parser.add_argument("--notebook-timeout", type=float, default=None,
                         help="seconds a whole notebook may run (default max(120, 3 x timeout))")
-    parser.add_argument("--jobs", type=int, default=None, help="notebooks graded in parallel (default: CPU count)")
-    parser.add_argument("--keep-work", action="store_true", help="keep the graded copies (for debugging)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="notebooks graded in parallel (default: CPU count)")
+    parser.add_argument("--secret", type=Path, default=None,
+                        help="a private file whose bytes draw the hidden inputs (see the guide)")
+    parser.add_argument("--memory-mb", type=int, default=sandbox.Limits.memory_mb,
+                        help="address space per process running student code, MiB "
+                             f"(default {sandbox.Limits.memory_mb})")
+    parser.add_argument("--keep-work", action="store_true",
+                        help="keep the graded copies (for debugging)")
     args = parser.parse_args(argv)
     if not args.submissions.is_dir():
         parser.error(f"{args.submissions} is not a folder")
+    secret = None
+    if args.secret is not None:
+        try:
+            secret = args.secret.read_bytes()
+        except OSError as error:
+            parser.error(f"--secret {args.secret}: cannot read it ({error.strerror})")
+        if len(secret.strip()) < 16:
+            parser.error(f"--secret {args.secret}: expected at least 16 bytes of secret, "
+                         f"got {len(secret.strip())}")
+    if not sandbox.privileged():
+        print("grade: not running as root: student code runs under your own account (limits "
+              "apply, but not the separate account; see the guide's Limits)", file=sys.stderr)
     start = time.perf_counter()
-    grades = grade_folder(args.submissions, args.out, args.timeout, args.jobs, args.notebook_timeout, args.keep_work)
-    counts = {status: sum(g.status == status for g in grades) for status in ("passed", "failed", "errored")}
+    limits = sandbox.Limits(memory_mb=args.memory_mb)
+    grades = grade_folder(args.submissions, args.out, args.timeout, args.jobs,
+                          args.notebook_timeout, args.keep_work, secret, limits)
+    counts = {status: sum(g.status == status for g in grades)
+              for status in ("passed", "failed", "errored")}
     students = len({g.student for g in grades})
     print(f"grade: {students} students, {len(grades)} exercise grades: "
           + ", ".join(f"{n} {s}" for s, n in counts.items())
-          + f"; {time.perf_counter() - start:.1f} s; wrote {args.out / 'report.md'} and {args.out / 'report.csv'}")
+          + f"; {time.perf_counter() - start:.1f} s; wrote {args.out / 'report.md'} and "
+          f"{args.out / 'report.csv'}")
     return 0
 
 

@@ -2,9 +2,8 @@
 
 Loaded with ``-p grade_plugin --grading-results=FILE``. For every cell it appends one JSON line to
 FILE as soon as the cell has run (so a run that is killed still leaves what it had): the cell's
-``grading`` metadata (written by the grader: role and exercise), whether the cell raised, and the
-exception's name and message as the kernel reported them. After a cell of an exercise times out,
-After a check cell of an exercise times out (the student's function never returns), that
+id and ``grading`` metadata (written by the grader: role and exercise), whether the cell raised, and the
+exception's name and message as the kernel reported them. After a check cell of an exercise times out (the student's function never returns), that
 exercise's remaining check cells are skipped: one infinite loop costs one cell timeout, not one
 per check.
 """
@@ -56,7 +55,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return
     skipped = report.skipped and call.excinfo is not None and call.excinfo.errisinstance(pytest.skip.Exception)
     if call.when == "call" or (call.when == "setup" and (skipped or call.excinfo is not None)):
-        record = {"cell": getattr(item, "cell_num", None), "grading": _grading(item), "phase": call.when}
+        cell = getattr(item, "cell", None) or {}
+        record = {"cell": getattr(item, "cell_num", None), "id": cell.get("id"),
+                  "grading": _grading(item), "phase": call.when}
         if skipped:
             record.update(outcome="skipped", ename="Skipped", evalue=str(call.excinfo.value.msg), timed_out=False)
         elif call.excinfo is None:
