@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import copy
-import dataclasses
 import json
 import os
 import re
@@ -43,7 +41,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -51,6 +49,8 @@ import nbformat
 import grade_hidden as hidden
 import grade_sandbox as sandbox
 from grade_report import write_reports
+from grade_prepare import Prepared, prepare  # noqa: F401 - prepare is part of this API
+from grade_run import Run, Settings, run_hidden, run_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_DIR = ROOT / "coursework" / "hidden"
@@ -67,219 +67,6 @@ def load_keys(key_dir: Path = KEY_DIR) -> dict[str, dict]:
     if not keys:
         raise SystemExit(f"grade: no grading keys in {key_dir}; run python tools/make_student_versions.py")
     return keys
-
-
-def _normalised(source: str) -> str:
-    return "\n".join(line.rstrip() for line in source.strip().splitlines())
-
-
-def _exercise_of(cell) -> str | None:
-    for tag in cell.get("metadata", {}).get("tags", []):
-        if isinstance(tag, str) and tag.startswith("exercise-"):
-            return tag[len("exercise-"):]
-    return None
-
-
-# --- building the graded copy --------------------------------------------------------------------
-
-
-@dataclass
-class Prepared:
-    notebook: object  # nbformat.NotebookNode to run
-    deleted: dict[str, list[str]] = field(default_factory=dict)  # exercise -> visible check ids
-    restored: list[str] = field(default_factory=list)  # check ids whose edited text was restored
-    dropped_hidden: int = 0
-
-
-def _code_cell(source: str, grading: dict, cell_id: str):
-    cell = nbformat.v4.new_code_cell(source, metadata={"grading": grading})
-    cell["id"] = cell_id
-    return cell
-
-
-def prepare(submission, key: dict) -> Prepared:
-    """The graded copy of a submission (an nbformat v4 notebook) for one key: the
-    student's cells and the visible checks (the hidden checks run elsewhere)."""
-    checks = {check["id"]: (exercise["id"], check) for exercise in key["exercises"] for check in exercise["checks"]}
-    by_text = {_normalised(check["source"]): check_id for check_id, (_, check) in checks.items()}
-    hidden_text = {_normalised(h["source"]) for e in key["exercises"] for h in e["hidden_checks"]}
-    hidden_ids = {h["id"] for e in key["exercises"] for h in e["hidden_checks"]}
-    solutions = {cell_id: exercise["id"] for exercise in key["exercises"] for cell_id in exercise["solutions"]}
-    prepared = Prepared(nbformat.v4.new_notebook())
-    cells, found = [], set()
-    for index, cell in enumerate(submission.cells):
-        cell_id = cell.get("id") or ""
-        text = _normalised(cell.get("source", ""))
-        if cell.get("cell_type") != "code":
-            new = copy.deepcopy(cell)
-            new["id"] = f"s{index:03d}"
-            new.metadata = {}
-            cells.append(new)
-            continue
-        matched = cell_id if cell_id in checks and cell_id not in found else by_text.get(text)
-        if matched is not None and matched not in found:
-            found.add(matched)
-            exercise, check = checks[matched]
-            if text != _normalised(check["source"]):
-                prepared.restored.append(matched)
-            cells.append(_code_cell(check["source"], {"role": "check", "exercise": exercise, "key": matched},
-                                    f"k-{matched}"))
-            continue
-        tags = cell.get("metadata", {}).get("tags", [])
-        if cell_id in hidden_ids or "hidden-check" in tags or text in hidden_text:
-            prepared.dropped_hidden += 1
-            continue
-        exercise = solutions.get(cell_id)
-        if exercise is None and "solution" in tags:
-            exercise = _exercise_of(cell)
-        grading = {"role": "solution", "exercise": exercise} if exercise else {"role": "student"}
-        cells.append(_code_cell(cell.get("source", ""), grading, f"s{index:03d}"))
-    # Put back deleted visible checks after the exercise's last cell (else at the end).
-    for exercise in key["exercises"]:
-        for check in exercise["checks"]:
-            if check["id"] in found:
-                continue
-            prepared.deleted.setdefault(exercise["id"], []).append(check["id"])
-            restored = _code_cell(check["source"], {"role": "check", "exercise": exercise["id"], "key": check["id"]},
-                                  f"k-{check['id']}")
-            positions = [i for i, c in enumerate(cells) if c.metadata.get("grading", {}).get("exercise") == exercise["id"]]
-            cells.insert(positions[-1] + 1 if positions else len(cells), restored)
-    prepared.notebook.cells = cells
-    prepared.notebook.metadata = {
-        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    }
-    return prepared
-
-
-# --- running -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    records: list[dict]  # one per cell that ran under nbval, then one per hidden check
-    killed: bool  # the nbval run was stopped by a limit (time, output, CPU, file size)
-    returncode: int | None
-    tail: str  # end of pytest's output, for notes when nothing was recorded
-    limit: str = ""  # the limit that stopped the nbval run, in words
-    hidden_limit: str = ""  # the limit that stopped the hidden checks' child, in words
-
-
-@dataclass(frozen=True)
-class Settings:
-    cell_timeout: float
-    notebook_timeout: float
-    threads: int
-    limits: sandbox.Limits
-    wants: dict  # notebook -> hidden check id -> the reference's result
-    seeds: dict  # notebook -> hidden check id -> seed (None: the public inputs)
-
-
-RECORD_KEYS = {"cell": (int, type(None)), "id": (str, type(None)), "grading": dict,
-               "outcome": str, "ename": str, "evalue": str, "timed_out": bool}
-
-
-def _records(path: Path, visible: set[str]) -> list[dict]:
-    """The plugin's records, checked: the student's kernel could have written to the file,
-    so a record that is malformed or claims to be anything but a visible check or a student
-    cell is dropped."""
-    records = []
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()[:10000]
-    except OSError:
-        return records
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:  # a line cut short by a kill
-            continue
-        if not isinstance(record, dict) or not all(
-                isinstance(record.get(k), t) for k, t in RECORD_KEYS.items()):
-            continue
-        grading = record["grading"]
-        role, key = grading.get("role"), grading.get("key")
-        if record["outcome"] not in ("passed", "error", "skipped") or not (
-                (role == "check" and key in visible) or (role in ("student", "solution")
-                                                          and key is None)):
-            continue
-        records.append(record)
-    return records
-
-
-def run_notebook(path: Path, key: dict, settings: Settings, account: sandbox.Account) -> Run:
-    """Run one graded notebook under pytest + nbval in a sandboxed process; never raises."""
-    results = path.with_suffix(".results.jsonl")
-    ini = path.parent / "pytest.ini"
-    ini.write_text("[pytest]\n", encoding="utf-8")
-    command = [
-        sys.executable, "-m", "pytest", path.name,
-        "--nbval-lax", "--nbval-current-env", "--nbval-sanitize-with", str(SANITIZE),
-        f"--nbval-cell-timeout={settings.cell_timeout:g}",
-        "-p", "no:cacheprovider", "-p", "grade_plugin", f"--grading-results={results.name}",
-        "-c", ini.name, "--rootdir", ".", "-q", "--no-header", "-W", "ignore",
-    ]
-    for item in path.parent.iterdir():
-        if account.uid is not None:
-            os.chown(item, account.uid, account.uid)
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV")}
-    env.update(PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent), str(ROOT)]),
-               MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1",
-               OMP_NUM_THREADS=str(settings.threads), MKL_NUM_THREADS=str(settings.threads))
-    limits = dataclasses.replace(settings.limits, wall_s=settings.notebook_timeout)
-    outcome = sandbox.run(command, path.parent, env, limits, account)
-    visible = {c["id"] for e in key["exercises"] for c in e["checks"]}
-    return Run(_records(results, visible), outcome.limit is not None, outcome.returncode,
-               outcome.output[-2000:], limits.named(outcome.limit) if outcome.limit else "")
-
-
-def run_hidden(run: Run, prepared: Prepared, key: dict, folder: Path, settings: Settings,
-               account: sandbox.Account) -> None:
-    """The hidden checks of every exercise whose visible checks all passed: the submission's
-    functions called in a sandboxed child, the results judged here; appended to ``run``."""
-    passed = {r["grading"]["key"] for r in run.records
-              if r["grading"]["role"] == "check" and r["outcome"] == "passed"}
-    probes, exercise_of = [], {}
-    name = key["notebook"]
-    for exercise in key["exercises"]:
-        if exercise["id"] in prepared.deleted or not {c["id"] for c in exercise["checks"]} <= passed:
-            continue
-        for check in exercise["hidden_checks"]:
-            probes.append({"id": check["id"], "source": check["source"],
-                           "seed": settings.seeds[name][check["id"]]})
-            exercise_of[check["id"]] = exercise["id"]
-    if not probes:
-        return
-    timed_out = {r.get("id") for r in run.records if r.get("timed_out")}
-    cells = [{"id": c["id"], "source": c.source} for c in prepared.notebook.cells
-             if c.cell_type == "code" and c.metadata["grading"]["role"] in ("student", "solution")
-             and c["id"] not in timed_out]
-    limits = dataclasses.replace(settings.limits, wall_s=settings.notebook_timeout)
-    results, outcome = hidden.run(cells, probes, folder, limits, account,
-                                  settings.cell_timeout, settings.threads)
-    if outcome.limit:
-        run.hidden_limit = limits.named(outcome.limit)
-    for probe in probes:
-        probed = results[probe["id"]]
-        record = {"cell": None, "id": None, "phase": "call", "timed_out": probed.timed_out,
-                  "grading": {"role": "hidden-check", "exercise": exercise_of[probe["id"]],
-                              "key": probe["id"]}}
-        if probed.missing:
-            record.update(outcome="error", ename="Stopped", evalue=_stopped(outcome, limits))
-        elif probed.ok:
-            verdict = hidden.judge(probe["source"], probed.value, settings.wants[name][probe["id"]])
-            record.update(outcome=verdict[0], ename=verdict[1], evalue=verdict[2])
-        else:
-            record.update(outcome="error", ename=probed.ename, evalue=probed.evalue)
-        run.records.append(record)
-
-
-def _stopped(outcome: sandbox.Outcome, limits: sandbox.Limits) -> str:
-    if outcome.limit:
-        return f"not run: the process running your code was stopped at {limits.named(outcome.limit)}"
-    code = outcome.returncode
-    how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
-    return (f"not run: the process running your code {how} before this hidden check "
-            "(does your code call sys.exit or os._exit, or run out of memory?)")
 
 
 # --- turning cell results into grades ------------------------------------------------------------
@@ -319,7 +106,7 @@ class Grade:
     check: str = ""  # the key id of the cell that decided the status
 
 
-MEMORY_LIMIT = sandbox.Limits().memory_mb  # set by grade_folder, named in messages
+LIMITS = sandbox.Limits()  # set by grade_folder, named in messages
 
 
 def _describe(record: dict, cell_timeout: float) -> tuple[str, str]:
@@ -333,7 +120,9 @@ def _describe(record: dict, cell_timeout: float) -> tuple[str, str]:
         return "not-run", f"not run: {record['evalue']}"
     name, value = record.get("ename") or "Error", clean(record.get("evalue", ""))
     if name == "MemoryError" or "can't allocate memory" in value:
-        value += f" (the memory limit is {MEMORY_LIMIT} MiB per process)"
+        value += f" (the memory limit is {LIMITS.memory_mb} MiB per process)"
+    if name == "BlockingIOError":
+        value += f" (the limit on processes and threads is {LIMITS.processes})"
     if name == "RuntimeError" and "Kernel dead" in value:
         return "not-run", "not run: the Python kernel had stopped (an earlier cell crashed it or could not be stopped)"
     return "exception", f"{name}: {value}" if value else name
@@ -444,10 +233,10 @@ def grade_folder(submissions: Path, out: Path, cell_timeout: float = 60, jobs: i
                  secret: bytes | None = None, limits: sandbox.Limits | None = None) -> list[Grade]:
     """Grade every submission under ``submissions``; write ``out/report.csv`` and
     ``out/report.md``. ``secret``: draw the hidden inputs from it (see grade_hidden)."""
-    global _SANITIZER, MEMORY_LIMIT
+    global _SANITIZER, LIMITS
     _SANITIZER = load_sanitizer()
     limits = limits or sandbox.Limits()
-    MEMORY_LIMIT = limits.memory_mb
+    LIMITS = limits
     keys = load_keys()
     jobs = max(1, jobs or os.cpu_count() or 1)
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -495,7 +284,7 @@ def grade_folder(submissions: Path, out: Path, cell_timeout: float = 60, jobs: i
     results = {}
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            wants = dict(pool.map(expected, keys))
+            wants = dict(pool.map(expected, sorted({t[2] for t in tasks if t[3] is not None})))
             settings = Settings(cell_timeout, notebook_timeout, threads, limits, wants, seeds)
             for task, run in pool.map(execute, tasks):
                 results[(task[1], task[2])] = (task, run)

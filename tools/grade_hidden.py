@@ -207,3 +207,39 @@ def reference(key: dict, source_notebook: Path, seed_of: dict, folder: Path,
                              f"solution's own results: {message}")
         want[probe["id"]] = probed.value
     return want
+
+
+def trial(key: dict, source_notebook: Path, solutions: dict[str, str] | None = None,
+          seed_of: dict | None = None) -> dict[str, tuple[str, str, str]]:
+    """For authors of exercises, in this process, on trusted code only: each hidden check of
+    ``key`` judged for the reference solution with some solution cells replaced
+    (``solutions``: exercise id -> the cell's source) against the reference itself;
+    ``{check id: (outcome, exception name, message)}``."""
+    import nbformat
+
+    sys.path.insert(0, str(PROBE.parent))
+    from grade_probe import _plain
+
+    notebook = nbformat.read(source_notebook, as_version=4)
+    reference, variant = {"__name__": "__main__"}, {"__name__": "__main__"}
+    for cell in notebook.cells:
+        tags = set(cell.metadata.get("tags", []))
+        if cell.cell_type != "code" or {"check", "hidden-check"} & tags:
+            continue
+        exec(compile(cell.source, f"<{cell.get('id')}>", "exec"), reference)  # noqa: S102
+        exercise = next((t[len("exercise-"):] for t in tags if t.startswith("exercise-")), None)
+        replaced = (solutions or {}).get(exercise) if "solution" in tags else None
+        exec(compile(replaced or cell.source, f"<{cell.get('id')}>", "exec"), variant)  # noqa: S102
+    seed_of = seed_of or seeds(key, None)
+    verdicts = {}
+    for exercise in key["exercises"]:
+        for check in exercise["hidden_checks"]:
+            results = []
+            for namespace in (variant, reference):
+                scope = dict(namespace)
+                exec(compile(check["source"], check["id"], "exec"), scope)  # noqa: S102
+                seed = seed_of[check["id"]]
+                value = scope["probe"]() if seed is None else scope["probe"](seed)
+                results.append(plain(_plain(value)))
+            verdicts[check["id"]] = judge(check["source"], *results)
+    return verdicts
