@@ -25,10 +25,12 @@ reference solution on those inputs, at grading time.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,20 +86,34 @@ def plain(value):
     return value
 
 
+def read_file(path: Path, max_bytes: int) -> bytes | None:
+    """The bytes of a regular file written by student code, or None: a link, a pipe, a
+    device or a file over ``max_bytes`` is not read."""
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(handle, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return None
+        data = file.read(max_bytes + 1)
+    return data if len(data) <= max_bytes else None
+
+
 def load(path: Path, max_bytes: int):
     """A result file written by the child, loaded without running code; :class:`NotPlain`
     if it is not plain data."""
     import torch
 
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise NotPlain(f"a result of {size} bytes (at most {max_bytes})")
+    data = read_file(path, max_bytes)
+    if data is None:
+        raise NotPlain(f"not a regular file of at most {max_bytes} bytes")
     try:
-        value = torch.load(path, weights_only=True, map_location="cpu")
+        value = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except Exception as error:  # UnpicklingError for any class outside torch's allow-list
         text = str(error)
-        found = re.search(r"Unsupported (?:global|operand)[^.]*?(?:GLOBAL )?([\w.]+)", text)
-        what = found.group(1) if found else f"{type(error).__name__}: {text[:200]}"
+        found = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", text, re.IGNORECASE)
+        what = f"the global {found.group(1)}" if found else f"{type(error).__name__}"
         raise NotPlain(f"something torch.load(weights_only=True) refuses ({what})") from None
     return plain(value)
 
@@ -130,19 +146,19 @@ def run(cells: list[dict], probes: list[dict], folder: Path, limits: sandbox.Lim
     env.update(PYTHONPATH=str(ROOT), MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1",
                OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     outcome = sandbox.run([sys.executable, str(PROBE), job.name], folder, env, limits, account)
-    results = {}
-    for probe in probes:
-        results[probe["id"]] = _read(folder / "results", probe["id"], limits)
-    return results, outcome
+    # The account's processes are gone: nothing can swap the folder for a link any more.
+    found = folder / "results"
+    if found.is_symlink() or not found.is_dir():
+        return {probe["id"]: Probed() for probe in probes}, outcome
+    return {probe["id"]: _read(found, probe["id"], limits) for probe in probes}, outcome
 
 
 def _read(results: Path, check: str, limits: sandbox.Limits) -> Probed:
     status_path, value_path = results / f"{check}.json", results / f"{check}.pt"
+    data = read_file(status_path, 65536)
     try:
-        if status_path.is_symlink() or status_path.stat().st_size > 65536:
-            return Probed()
-        status = json.loads(status_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        status = json.loads(data.decode("utf-8")) if data is not None else None
+    except ValueError:
         return Probed()
     if not isinstance(status, dict):
         return Probed()
@@ -151,15 +167,11 @@ def _read(results: Path, check: str, limits: sandbox.Limits) -> Probed:
                     evalue=str(status.get("evalue", ""))[:2000])
     if status.get("ok") is True:
         try:
-            if value_path.is_symlink():
-                raise NotPlain("a link instead of a result file")
             probed.value, probed.ok = load(value_path, limits.file_mb << 20), True
         except NotPlain as error:
             probed.ename, probed.evalue = "NotPlainData", (
                 f"the result is not plain data (tensors, numbers, strings, tuples, lists, "
                 f"dicts): {error}")
-        except OSError:
-            probed.ename, probed.evalue = "NotPlainData", "the result file could not be read"
     elif not probed.ename and not probed.timed_out:
         probed.ename = "Error"
     return probed
@@ -210,36 +222,45 @@ def reference(key: dict, source_notebook: Path, seed_of: dict, folder: Path,
 
 
 def trial(key: dict, source_notebook: Path, solutions: dict[str, str] | None = None,
-          seed_of: dict | None = None) -> dict[str, tuple[str, str, str]]:
+          seed_of: dict | None = None, checks: set[str] | None = None
+          ) -> dict[str, tuple[str, str, str]]:
     """For authors of exercises, in this process, on trusted code only: each hidden check of
-    ``key`` judged for the reference solution with some solution cells replaced
-    (``solutions``: exercise id -> the cell's source) against the reference itself;
-    ``{check id: (outcome, exception name, message)}``."""
+    ``key`` (or those in ``checks``) judged for the reference solution with some solution
+    cells replaced (``solutions``: exercise id -> the cell's source) against the reference
+    itself; ``{check id: (outcome, exception name, message)}``. Raises RuntimeError if the
+    reference fails a check on its own results."""
     import nbformat
 
     sys.path.insert(0, str(PROBE.parent))
     from grade_probe import _plain
 
     notebook = nbformat.read(source_notebook, as_version=4)
-    reference, variant = {"__name__": "__main__"}, {"__name__": "__main__"}
+    reference, replacements = {"__name__": "__main__"}, []
     for cell in notebook.cells:
         tags = set(cell.metadata.get("tags", []))
         if cell.cell_type != "code" or {"check", "hidden-check"} & tags:
             continue
         exec(compile(cell.source, f"<{cell.get('id')}>", "exec"), reference)  # noqa: S102
         exercise = next((t[len("exercise-"):] for t in tags if t.startswith("exercise-")), None)
-        replaced = (solutions or {}).get(exercise) if "solution" in tags else None
-        exec(compile(replaced or cell.source, f"<{cell.get('id')}>", "exec"), variant)  # noqa: S102
+        if "solution" in tags and exercise in (solutions or {}):
+            replacements.append(solutions[exercise])
+    variant = dict(reference)  # the setup once; the replaced functions see its names
+    for source in replacements:
+        exec(compile(source, "<replaced solution>", "exec"), variant)  # noqa: S102
     seed_of = seed_of or seeds(key, None)
     verdicts = {}
-    for exercise in key["exercises"]:
-        for check in exercise["hidden_checks"]:
-            results = []
-            for namespace in (variant, reference):
-                scope = dict(namespace)
-                exec(compile(check["source"], check["id"], "exec"), scope)  # noqa: S102
-                seed = seed_of[check["id"]]
-                value = scope["probe"]() if seed is None else scope["probe"](seed)
-                results.append(plain(_plain(value)))
-            verdicts[check["id"]] = judge(check["source"], *results)
+    for check in (h for e in key["exercises"] for h in e["hidden_checks"]):
+        if checks is not None and check["id"] not in checks:
+            continue
+        results = []
+        for namespace in (variant, reference):
+            scope = dict(namespace)
+            exec(compile(check["source"], check["id"], "exec"), scope)  # noqa: S102
+            seed = seed_of[check["id"]]
+            value = scope["probe"]() if seed is None else scope["probe"](seed)
+            results.append(plain(_plain(value)))
+        if judge(check["source"], results[1], results[1])[0] != "passed":
+            raise RuntimeError(f"{check['id']}: the reference fails on its own results: "
+                               f"{judge(check['source'], results[1], results[1])}")
+        verdicts[check["id"]] = judge(check["source"], *results)
     return verdicts

@@ -18,8 +18,45 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _timed_out_exercises: set[str] = set()
 
 
+OUTPUT_LIMIT_EXIT = 75  # pytest's exit status when the kernel printed too much
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--grading-results", default=None, help="JSON-lines file for per-cell results")
+    parser.addoption("--grading-output-limit", type=int, default=0,
+                     help="bytes of cell output (all cells) before the run is stopped")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Count the output the kernel sends; past the limit, stop this process (the grader
+    reports the limit). nbval's own reader is replaced because it formats every message for
+    its debug log, which takes minutes on a gigabyte."""
+    limit = config.getoption("--grading-output-limit")
+    if not limit:
+        return
+    from nbval import kernel
+
+    seen = [0]
+
+    def get_message(self, stream, timeout=None):
+        if stream == "iopub":
+            message = self.kc.get_iopub_msg(timeout=timeout)
+        elif stream == "shell":
+            message = self.kc.get_shell_msg(timeout=timeout)
+        else:
+            raise ValueError(f"invalid stream {stream!r}")
+        content = message.get("content", {})
+        seen[0] += len(content.get("text", "")) + len(str(content.get("data", "")))
+        if seen[0] > limit:
+            import os
+            import sys
+
+            sys.stdout.write(f"grade_plugin: the cells printed more than {limit} bytes\n")
+            sys.stdout.flush()
+            os._exit(OUTPUT_LIMIT_EXIT)
+        return message
+
+    kernel.RunningKernel.get_message = get_message
 
 
 def _grading(item: pytest.Item) -> dict:

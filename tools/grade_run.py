@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grade_hidden as hidden
 import grade_sandbox as sandbox
+from grade_plugin import OUTPUT_LIMIT_EXIT
 
 ROOT = Path(__file__).resolve().parents[1]
 SANITIZE = ROOT / "coursework" / "sanitize.cfg"
@@ -45,10 +46,8 @@ def _records(path: Path, visible: set[str]) -> list[dict]:
     so a record that is malformed or claims to be anything but a visible check or a student
     cell is dropped."""
     records = []
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()[:10000]
-    except OSError:
-        return records
+    data = hidden.read_file(path, 16 << 20)
+    lines = data.decode("utf-8", "replace").splitlines()[:10000] if data else []
     for line in lines:
         try:
             record = json.loads(line)
@@ -78,6 +77,7 @@ def run_notebook(path: Path, key: dict, settings: Settings, account: sandbox.Acc
         f"--nbval-cell-timeout={settings.cell_timeout:g}",
         "-p", "no:cacheprovider", "-p", "grade_plugin", f"--grading-results={results.name}",
         "-c", ini.name, "--rootdir", ".", "-q", "--no-header", "-W", "ignore",
+        f"--grading-output-limit={settings.limits.output_kb * 1024}",
     ]
     for item in path.parent.iterdir():
         if account.uid is not None:
@@ -88,6 +88,8 @@ def run_notebook(path: Path, key: dict, settings: Settings, account: sandbox.Acc
                OMP_NUM_THREADS=str(settings.threads), MKL_NUM_THREADS=str(settings.threads))
     limits = dataclasses.replace(settings.limits, wall_s=settings.notebook_timeout)
     outcome = sandbox.run(command, path.parent, env, limits, account)
+    if outcome.returncode == OUTPUT_LIMIT_EXIT and outcome.limit is None:
+        outcome.limit = "output"
     visible = {c["id"] for e in key["exercises"] for c in e["checks"]}
     return Run(_records(results, visible), outcome.limit is not None, outcome.returncode,
                outcome.output[-2000:], limits.named(outcome.limit) if outcome.limit else "")

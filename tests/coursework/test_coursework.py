@@ -279,8 +279,8 @@ def test_hidden_check_tells_the_mistake_from_the_answer(exercise: str) -> None:
     body, named_in_message = MORE_MISTAKES[exercise]
     name = next(n for n in NOTEBOOKS if n.startswith(f"ex0{exercise[0]}"))
     key = grade.load_keys()[name]
-    verdicts = hidden.trial(key, ROOT / key["source"], {exercise: body})
     check = next(e["hidden_checks"][0]["id"] for e in key["exercises"] if e["id"] == exercise)
+    verdicts = hidden.trial(key, ROOT / key["source"], {exercise: body}, checks={check})
     outcome, error, message = verdicts[check]
     assert (outcome, error) == ("error", "AssertionError") and message.startswith(f"Exercise {exercise}:")
     assert named_in_message in message

@@ -1,8 +1,8 @@
 """The hidden checks' machinery without the sandbox: what counts as plain data, the loader,
 the seeds drawn from a secret, and every planted mistake caught on private inputs too.
 
-Cost: about 30 s (the two checks that load EfficientNet-Lite0 on the book's photos run
-twice each); the rest is instant.
+Cost: about 40 s of CPU (each notebook's setup once, each hidden check twice: the checks of
+2.1 and 2.2 load EfficientNet-Lite0 and run the book's photos); the rest is instant.
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_anything_else_is_refused_with_its_type_named(value, named) -> None:
 def test_loader_refuses_subclasses_and_reduce_objects_without_running_them(tmp_path) -> None:
     marker = tmp_path / "ran"
     torch.save({"x": Marker(marker)}, tmp_path / "reduce.pt")
-    with pytest.raises(hidden.NotPlain, match="Path.touch|pathlib"):
+    with pytest.raises(hidden.NotPlain, match="the global getattr"):
         hidden.load(tmp_path / "reduce.pt", 1 << 20)
     assert not marker.exists()
     with open(tmp_path / "plain-pickle.pt", "wb") as handle:  # not even a torch file
@@ -76,7 +76,7 @@ def test_loader_refuses_subclasses_and_reduce_objects_without_running_them(tmp_p
         hidden.load(tmp_path / "plain-pickle.pt", 1 << 20)
     assert not marker.exists()
     torch.save([torch.ones(2).as_subclass(Lying)], tmp_path / "lying.pt")
-    with pytest.raises(hidden.NotPlain, match="Lying"):
+    with pytest.raises(hidden.NotPlain, match="Lying"):  # __main__.Lying or this module's
         hidden.load(tmp_path / "lying.pt", 1 << 20)
     torch.save(torch.zeros(1000), tmp_path / "big.pt")
     with pytest.raises(hidden.NotPlain, match="bytes"):
@@ -108,15 +108,13 @@ def mistaken_cell(notebook: str, exercise: str, answer: str = "subtle") -> str:
 @pytest.mark.parametrize("notebook", samples.NOTEBOOKS)
 def test_every_planted_mistake_is_caught_on_private_inputs(notebook) -> None:
     """With inputs drawn from a secret, each subtle mistake still fails the hidden check meant
-    for it, and the reference passes every hidden check."""
+    for it, and the reference passes every hidden check (trial checks that)."""
     key = grade.load_keys()[notebook]
     private = hidden.seeds(key, b"a secret for this test only")
     mistakes = {e["id"]: mistaken_cell(notebook, e["id"]) for e in key["exercises"]}
-    verdicts = hidden.trial(key, ROOT / key["source"], mistakes, private)
-    for exercise in key["exercises"]:
+    verdicts = hidden.trial(key, ROOT / key["source"], mistakes, private)  # raises if the
+    for exercise in key["exercises"]:  # reference fails a check on its own results
         caught_by = samples.MISTAKES[exercise["id"]]["subtle"].caught_by
         outcome, name, message = verdicts[caught_by]
         assert (outcome, name) == ("error", "AssertionError"), (exercise["id"], verdicts)
         assert message.startswith(f"Exercise {exercise['id']}:"), message
-    for check, verdict in hidden.trial(key, ROOT / key["source"], None, private).items():
-        assert verdict[0] == "passed", (check, verdict)

@@ -115,6 +115,15 @@ for _ in range(2000):
         time.sleep(300)
         os._exit(0)'''
 LOOP = "while True:\n    pass"
+THIEF = '''import os, pathlib
+try:  # hand in the first student's results as mine: swap my results folder for a link
+    _work = pathlib.Path.cwd().parents[1]
+    os.rename("results", "mine")
+    os.symlink(_work / "0000" / "ex05_family-hidden" / "results", "results")
+except OSError as error:
+    print("thief:", error)
+'''
+FLOOD = 'for _ in range(1024):\n    print("x" * (1 << 20), end="")'  # 1 GiB, in the kernel
 OUTPUT = 'import sys\nfor _ in range(1024):\n    sys.stdout.write("x" * (1 << 20))'
 
 FILES = '''import glob, json, os, pathlib
@@ -140,9 +149,10 @@ _attempt("read the secret", lambda: pathlib.Path({leak!r}).write_text(
 _attempt("read the expected values", lambda: [
     pathlib.Path({leak!r}).write_bytes(pathlib.Path(p).read_bytes())
     for p in glob.glob("/tmp/grade-*/reference-*/results/*.pt")])
-_attempt("write other folders", lambda: [
-    pathlib.Path(p, "x").write_text("x") for p in glob.glob("/tmp/grade-*/*/*")
-    if not pathlib.Path(p).samefile(".")])
+_work = pathlib.Path.cwd().parents[1]
+_attempt("write another student's folder",
+         lambda: (_work / "0000" / "ex05_family" / "x").write_text("x"))
+_attempt("list the grader's folder", lambda: list(_work.iterdir()))
 print(_attempts)
 '''
 NETWORK = '''import socket, urllib.request
@@ -234,6 +244,8 @@ def battery():
             "5.2": when_graded("5.2", "import os\nos._exit(0)")})),
         "output": (ex05, notebook(ex05, right, first=GRADED,
                                   solutions={"5.1": when_graded("5.1", OUTPUT)})),
+        "thief": (ex05, notebook(ex05, mistakes, first=SWALLOW + THIEF)),
+        "flood": (ex05, notebook(ex05, right, first=FLOOD)),
         "files": (ex05, notebook(ex05, right, first=files, last=files)),
         "network": (ex05, notebook(ex05, right, first=NETWORK.format(port=listener.getsockname()[1]),
                                    last=NETWORK.format(port=listener.getsockname()[1]))),
@@ -312,6 +324,15 @@ def test_exits_and_a_flood_of_output_are_errored_with_a_clear_message(battery):
     for exercise in EXERCISES:
         result = row(battery, "output", exercise)
         assert result["status"] == "errored" and "output limit" in result["message"], result
+        flooded = row(battery, "flood", exercise)
+        assert flooded["status"] == "errored" and "stopped" in flooded["message"], flooded
+    assert "stopped at the output limit" in battery["markdown"].split("### flood")[1]
+
+
+def test_results_of_another_student_cannot_be_handed_in(battery):
+    for exercise in EXERCISES:
+        assert row(battery, "ada", exercise)["status"] == "passed"
+        assert row(battery, "thief", exercise)["status"] != "passed"
 
 
 def test_no_file_outside_the_scratch_folders_changes_and_nothing_leaks(battery):
