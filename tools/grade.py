@@ -3,54 +3,54 @@
     python tools/grade.py SUBMISSIONS_DIR --out REPORT_DIR [--timeout 60] [--jobs N]
                           [--secret FILE] [--memory-mb 8192]
 
-Layout: ``SUBMISSIONS_DIR/<student>/<notebook>.ipynb``, one folder per student, notebooks
-named as handed out (``ex01_overview.ipynb`` ...); other files are listed in the report as
-ignored.
+Layout: ``SUBMISSIONS_DIR/<student>/<notebook>.ipynb``, one folder per student,
+notebooks named as handed out (``ex01_overview.ipynb`` ...); other files are listed in
+the report as ignored.
 
 For each submission the grader builds a graded copy: the student's cells with outputs
 cleared; each visible check cell replaced by the original from the key
-(``coursework/hidden/*.json``, written by ``tools/make_student_versions.py``), so an edited
-check is restored, and a deleted one is put back and the exercise marked failed; any
-hidden-check cell in the submission dropped. The copy is run by pytest + nbval
+(``coursework/hidden/*.json``, written by ``tools/make_student_versions.py``), so an
+edited check is restored, and a deleted one is put back and the exercise marked failed;
+any hidden-check cell in the submission dropped. The copy is run by pytest + nbval
 (``--nbval-lax --nbval-current-env``, a sanitize file, a per-cell timeout) in its own
 process; ``tools/grade_plugin.py`` records each cell's outcome: the student's feedback.
 
-The hidden checks never run beside the student's code. For the exercises whose visible checks
-passed, a second child process executes the submission's code cells (not the check cells)
-and calls its functions on the hidden inputs; it hands back plain data, which this process
-loads without running code and compares with the reference solution's results
-(tools/grade_hidden.py). Every child that runs student code is limited in memory, CPU time,
-output, file size and processes, in a scratch folder, without network, as an account of its
-own when the grader runs as root (tools/grade_sandbox.py).
+The hidden checks never run beside the student's code. For the exercises whose visible
+checks passed, a second child process executes the submission's code cells (not the
+check cells) and calls its functions on the hidden inputs; it hands back plain data,
+which this process loads without running code and compares with the reference solution's
+results (tools/grade_hidden.py). Every child that runs student code is limited in
+memory, CPU time, output, file size and processes, in a scratch folder, without network,
+as an account of its own when the grader runs as root (tools/grade_sandbox.py).
 
-An exercise **passed** when all its check cells (visible and hidden) passed and none had been
-deleted; it **failed** when a check's ``assert`` failed (the report quotes its message) or a
-check cell was deleted, or the notebook was not submitted; it **errored** when a check or the
-exercise's own code raised anything else (NotImplementedError for an untouched exercise, a
-syntax error, a timeout, a limit), or the notebook could not be read or run. The grader
-itself never stops on a bad submission.
+An exercise **passed** when all its check cells (visible and hidden) passed and none had
+been deleted; it **failed** when a check's ``assert`` failed (the report quotes its
+message) or a check cell was deleted, or the notebook was not submitted; it **errored**
+when a check or the exercise's own code raised anything else (NotImplementedError for an
+untouched exercise, a syntax error, a timeout, a limit), or the notebook could not be
+read or run. The grader itself never stops on a bad submission.
 """
+
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
 import grade_hidden as hidden
 import grade_sandbox as sandbox
-from grade_report import write_reports
+import grade_report as report
+from grade_report import Grade, clean, grade_notebook, write_reports  # noqa: F401
 from grade_prepare import Prepared, prepare  # noqa: F401 - prepare is part of this API
-from grade_run import Run, Settings, run_hidden, run_notebook
+from grade_run import Settings, run_hidden, run_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_DIR = ROOT / "coursework" / "hidden"
@@ -63,154 +63,33 @@ CHECK_ROLES = ("check", "hidden-check")
 
 def load_keys(key_dir: Path = KEY_DIR) -> dict[str, dict]:
     """``{notebook name: key}`` for every notebook the grader knows."""
-    keys = {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(key_dir.glob("*.json"))}
+    keys = {
+        path.stem: json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(key_dir.glob("*.json"))
+    }
     if not keys:
-        raise SystemExit(f"grade: no grading keys in {key_dir}; run python tools/make_student_versions.py")
+        raise SystemExit(
+            f"grade: no grading keys in {key_dir}; run python tools/make_student_versions.py"
+        )
     return keys
-
-
-# --- turning cell results into grades ------------------------------------------------------------
-
-
-def load_sanitizer(path: Path = SANITIZE) -> list[tuple[re.Pattern, str]]:
-    """The (regex, replacement) pairs of an nbval sanitize file, also applied to report messages."""
-    pairs, regex = [], None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("regex:"):
-            regex = line[len("regex:"):].strip()
-        elif line.startswith("replace:") and regex is not None:
-            pairs.append((re.compile(regex), line[len("replace:"):].strip()))
-            regex = None
-    return pairs
-
-
-_SANITIZER: list[tuple[re.Pattern, str]] = []
-
-
-def clean(text: str, limit: int = 500) -> str:
-    """One line, sanitised (addresses, paths, timings), at most ``limit`` characters."""
-    for pattern, replacement in _SANITIZER:
-        text = pattern.sub(replacement, text)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-@dataclass
-class Grade:
-    student: str
-    notebook: str
-    exercise: str
-    title: str
-    status: str  # passed | failed | errored
-    message: str = ""
-    check: str = ""  # the key id of the cell that decided the status
-
-
-LIMITS = sandbox.Limits()  # set by grade_folder, named in messages
-
-
-def _describe(record: dict, cell_timeout: float) -> tuple[str, str]:
-    """``(kind, text)`` of a cell that did not pass; kind: timeout, not-run or exception."""
-    if record.get("ename") == "Stopped":
-        return "not-run", record["evalue"]
-    if record.get("timed_out"):
-        return "timeout", (f"timed out: did not finish within {cell_timeout:g} s and was stopped "
-                           "(an infinite loop, or code that crashed the Python kernel)")
-    if record["outcome"] == "skipped":
-        return "not-run", f"not run: {record['evalue']}"
-    name, value = record.get("ename") or "Error", clean(record.get("evalue", ""))
-    if name == "MemoryError" or "can't allocate memory" in value:
-        value += f" (the memory limit is {LIMITS.memory_mb} MiB per process)"
-    if name == "BlockingIOError":
-        value += f" (the limit on processes and threads is {LIMITS.processes})"
-    if name == "RuntimeError" and "Kernel dead" in value:
-        return "not-run", "not run: the Python kernel had stopped (an earlier cell crashed it or could not be stopped)"
-    return "exception", f"{name}: {value}" if value else name
-
-
-def grade_notebook(student: str, key: dict, prepared: Prepared | None, run: Run | None,
-                   problem: str | None, cell_timeout: float) -> tuple[list[Grade], list[str]]:
-    """Per-exercise grades and notebook-level notes."""
-    name = key["notebook"]
-    notes: list[str] = []
-    if problem is not None:
-        status = "failed" if problem == "not submitted" else "errored"
-        return [Grade(student, name, e["id"], e["title"], status, problem) for e in key["exercises"]], notes
-    assert prepared is not None and run is not None
-    by_key = {r["grading"].get("key"): r for r in run.records if r["grading"].get("key")}
-    if run.killed:
-        notes.append(f"{name}: stopped at {run.limit}; cells that had not run count as errored")
-    if run.hidden_limit:
-        notes.append(f"{name}: the hidden checks' process was stopped at {run.hidden_limit}")
-    if not run.records:
-        notes.append(f"{name}: no cell ran; pytest said: {clean(run.tail[-300:])}")
-    for record in run.records:
-        grading = record["grading"]
-        if grading.get("role") in ("student", "solution") and record["outcome"] == "error":
-            kind, text = _describe(record, cell_timeout)
-            if kind == "not-run":
-                continue
-            where = f"exercise {grading['exercise']}'s code" if grading.get("role") == "solution" else "a cell of yours"
-            notes.append(f"{name}: {where} (cell {record['cell']}) {'' if kind == 'timeout' else 'raised '}{text}")
-    dead = [r["cell"] for r in run.records if _describe(r, cell_timeout)[0] == "not-run" and r["outcome"] == "error"]
-    if dead:
-        notes.append(f"{name}: the Python kernel had stopped before cell {dead[0]}; later cells did not run")
-    if prepared.restored:
-        notes.append(f"{name}: edited check cells were restored to the original before grading: {', '.join(prepared.restored)}")
-    if prepared.dropped_hidden:
-        notes.append(f"{name}: {prepared.dropped_hidden} hidden-check cell(s) found in the submission were replaced by the key's")
-    grades = []
-    for exercise in key["exercises"]:
-        ex_id = exercise["id"]
-        visible = {c["id"] for c in exercise["checks"]}
-        solution_errors = [r for r in run.records if r["grading"].get("role") == "solution"
-                           and r["grading"].get("exercise") == ex_id and r["outcome"] == "error"
-                           and _describe(r, cell_timeout)[0] != "not-run"]
-        grade = Grade(student, name, ex_id, exercise["title"], "passed")
-        for check_id in [c["id"] for c in exercise["checks"]] + [h["id"] for h in exercise["hidden_checks"]]:
-            record = by_key.get(check_id)
-            if record is not None and record["outcome"] == "passed":
-                continue
-            grade.check = check_id
-            label = "check" if check_id in visible else "hidden check"
-            if record is None:
-                grade.status = "errored"
-                grade.message = "not run: grading of this notebook was stopped before this check"
-            elif record["outcome"] == "error" and record["ename"] == "AssertionError" and not record.get("timed_out"):
-                grade.status = "failed"
-                grade.message = clean(record["evalue"]) or f"{label} {check_id} failed (an assert without a message)"
-            else:
-                grade.status = "errored"
-                kind, text = _describe(record, cell_timeout)
-                if kind == "exception" and solution_errors:
-                    first_kind, first_text = _describe(solution_errors[0], cell_timeout)
-                    grade.message = f"your code for exercise {ex_id} {'' if first_kind == 'timeout' else 'raised '}{first_text}"
-                elif kind == "not-run":
-                    grade.message = text
-                else:
-                    grade.message = f"{label} {check_id} {'' if kind == 'timeout' else 'raised '}{text}"
-            break
-        if ex_id in prepared.deleted:
-            outcome = grade.status
-            grade.status = "failed"
-            grade.check = prepared.deleted[ex_id][0]
-            grade.message = (f"check cells deleted ({', '.join(prepared.deleted[ex_id])}); they were put back "
-                             f"for grading (result: {outcome}), but an exercise whose checks were deleted does not pass")
-        grades.append(grade)
-    return grades, notes
 
 
 # --- the whole folder ----------------------------------------------------------------------------
 
 
-def discover(submissions: Path, keys: dict[str, dict]) -> tuple[list[str], dict[str, dict[str, Path]], list[str]]:
-    """Students, their notebooks by name, and notes about files that are not gradable."""
+def discover(
+    submissions: Path, keys: dict[str, dict]
+) -> tuple[list[str], dict[str, dict[str, Path]], list[str]]:
+    """Students, their notebooks by name, and notes about files that are not gradable.
+    """
     students, found, notes = [], {}, []
     for entry in sorted(submissions.iterdir()):
         if entry.name.startswith("."):
             continue
         if not entry.is_dir():
-            notes.append(f"ignored {entry.name}: submissions go in one folder per student")
+            notes.append(
+                f"ignored {entry.name}: submissions go in one folder per student"
+            )
             continue
         students.append(entry.name)
         found[entry.name] = {}
@@ -218,25 +97,35 @@ def discover(submissions: Path, keys: dict[str, dict]) -> tuple[list[str], dict[
             if path.suffix == ".ipynb" and path.stem in keys:
                 found[entry.name][path.stem] = path
             elif not path.name.startswith(".") and path.name != ".ipynb_checkpoints":
-                notes.append(f"{entry.name}: ignored {path.name} (expected {', '.join(f'{k}.ipynb' for k in keys)})")
+                notes.append(
+                    f"{entry.name}: ignored {path.name} (expected {', '.join(f'{k}.ipynb' for k in keys)})"
+                )
     return students, found, notes
 
 
 def _read_error(error: Exception) -> str:
-    if isinstance(error, (nbformat.reader.NotJSONError, json.JSONDecodeError, UnicodeDecodeError)):
+    if isinstance(
+        error, (nbformat.reader.NotJSONError, json.JSONDecodeError, UnicodeDecodeError)
+    ):
         return "not valid JSON; is the file complete?"
     return f"{type(error).__name__}: {clean(str(error), 150)}"
 
 
-def grade_folder(submissions: Path, out: Path, cell_timeout: float = 60, jobs: int | None = None,
-                 notebook_timeout: float | None = None, keep_work: bool = False,
-                 secret: bytes | None = None, limits: sandbox.Limits | None = None) -> list[Grade]:
+def grade_folder(
+    submissions: Path,
+    out: Path,
+    cell_timeout: float = 60,
+    jobs: int | None = None,
+    notebook_timeout: float | None = None,
+    keep_work: bool = False,
+    secret: bytes | None = None,
+    limits: sandbox.Limits | None = None,
+) -> list[Grade]:
     """Grade every submission under ``submissions``; write ``out/report.csv`` and
     ``out/report.md``. ``secret``: draw the hidden inputs from it (see grade_hidden)."""
-    global _SANITIZER, LIMITS
-    _SANITIZER = load_sanitizer()
+    report.SANITIZER[:] = report.load_sanitizer(SANITIZE)
     limits = limits or sandbox.Limits()
-    LIMITS = limits
+    report.LIMITS = limits
     keys = load_keys()
     jobs = max(1, jobs or os.cpu_count() or 1)
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -255,15 +144,29 @@ def grade_folder(submissions: Path, out: Path, cell_timeout: float = 60, jobs: i
                 submission = nbformat.read(path, as_version=4)
                 prepared = prepare(submission, key)
             except Exception as error:  # not JSON, not a notebook, ...
-                tasks.append((index, student, name, None,
-                              f"notebook cannot be read ({_read_error(error)})"))
+                tasks.append(
+                    (
+                        index,
+                        student,
+                        name,
+                        None,
+                        f"notebook cannot be read ({_read_error(error)})",
+                    )
+                )
                 continue
             tasks.append((index, student, name, prepared, None))
     seeds = {name: hidden.seeds(key, secret) for name, key in keys.items()}
 
     def expected(name):
-        return name, hidden.reference(keys[name], ROOT / keys[name]["source"], seeds[name],
-                                      work / f"reference-{name}", limits, cell_timeout, threads)
+        return name, hidden.reference(
+            keys[name],
+            ROOT / keys[name]["source"],
+            seeds[name],
+            work / f"reference-{name}",
+            limits,
+            cell_timeout,
+            threads,
+        )
 
     def execute(task):
         index, student, name, prepared, problem = task
@@ -277,15 +180,25 @@ def grade_folder(submissions: Path, out: Path, cell_timeout: float = 60, jobs: i
         with sandbox.Account(index) as account:
             account.give(folder)
             run = run_notebook(path, keys[name], settings, account)
-            run_hidden(run, prepared, keys[name], folder.parent / f"{name}-hidden", settings,
-                       account)
+            run_hidden(
+                run,
+                prepared,
+                keys[name],
+                folder.parent / f"{name}-hidden",
+                settings,
+                account,
+            )
         return task, run
 
     results = {}
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            wants = dict(pool.map(expected, sorted({t[2] for t in tasks if t[3] is not None})))
-            settings = Settings(cell_timeout, notebook_timeout, threads, limits, wants, seeds)
+            wants = dict(
+                pool.map(expected, sorted({t[2] for t in tasks if t[3] is not None}))
+            )
+            settings = Settings(
+                cell_timeout, notebook_timeout, threads, limits, wants, seeds
+            )
             for task, run in pool.map(execute, tasks):
                 results[(task[1], task[2])] = (task, run)
     finally:
@@ -297,8 +210,9 @@ def grade_folder(submissions: Path, out: Path, cell_timeout: float = 60, jobs: i
     for student in students:
         for name, key in keys.items():
             (_, _, _, prepared, problem), run = results[(student, name)]
-            notebook_grades, notebook_notes = grade_notebook(student, key, prepared, run, problem,
-                                                             cell_timeout)
+            notebook_grades, notebook_notes = grade_notebook(
+                student, key, prepared, run, problem, cell_timeout
+            )
             grades += notebook_grades
             notes[student] += notebook_notes
     write_reports(out, grades, notes, folder_notes, keys, cell_timeout)
@@ -307,22 +221,47 @@ def grade_folder(submissions: Path, out: Path, cell_timeout: float = 60, jobs: i
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("submissions", type=Path,
-                        help="folder with one subfolder of notebooks per student")
-    parser.add_argument("--out", type=Path, required=True, help="where report.csv and report.md go")
-    parser.add_argument("--timeout", type=float, default=60,
-                        help="seconds a cell may run (default 60)")
-    parser.add_argument("--notebook-timeout", type=float, default=None,
-                        help="seconds a whole notebook may run (default max(120, 3 x timeout))")
-    parser.add_argument("--jobs", type=int, default=None,
-                        help="notebooks graded in parallel (default: CPU count)")
-    parser.add_argument("--secret", type=Path, default=None,
-                        help="a private file whose bytes draw the hidden inputs (see the guide)")
-    parser.add_argument("--memory-mb", type=int, default=sandbox.Limits.memory_mb,
-                        help="address space per process running student code, MiB "
-                             f"(default {sandbox.Limits.memory_mb})")
-    parser.add_argument("--keep-work", action="store_true",
-                        help="keep the graded copies (for debugging)")
+    parser.add_argument(
+        "submissions",
+        type=Path,
+        help="folder with one subfolder of notebooks per student",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="where report.csv and report.md go"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60, help="seconds a cell may run (default 60)"
+    )
+    parser.add_argument(
+        "--notebook-timeout",
+        type=float,
+        default=None,
+        help="seconds a whole notebook may run (default max(120, 3 x timeout))",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="notebooks graded in parallel (default: CPU count)",
+    )
+    parser.add_argument(
+        "--secret",
+        type=Path,
+        default=None,
+        help="a private file whose bytes draw the hidden inputs (see the guide)",
+    )
+    parser.add_argument(
+        "--memory-mb",
+        type=int,
+        default=sandbox.Limits.memory_mb,
+        help="address space per process running student code, MiB "
+        f"(default {sandbox.Limits.memory_mb})",
+    )
+    parser.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep the graded copies (for debugging)",
+    )
     args = parser.parse_args(argv)
     if not args.submissions.is_dir():
         parser.error(f"{args.submissions} is not a folder")
@@ -333,22 +272,39 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as error:
             parser.error(f"--secret {args.secret}: cannot read it ({error.strerror})")
         if len(secret.strip()) < 16:
-            parser.error(f"--secret {args.secret}: expected at least 16 bytes of secret, "
-                         f"got {len(secret.strip())}")
+            parser.error(
+                f"--secret {args.secret}: expected at least 16 bytes of secret, "
+                f"got {len(secret.strip())}"
+            )
     if not sandbox.privileged():
-        print("grade: not running as root: student code runs under your own account (limits "
-              "apply, but not the separate account; see the guide's Limits)", file=sys.stderr)
+        print(
+            "grade: not running as root: student code runs under your own account (limits "
+            "apply, but not the separate account; see the guide's Limits)",
+            file=sys.stderr,
+        )
     start = time.perf_counter()
     limits = sandbox.Limits(memory_mb=args.memory_mb)
-    grades = grade_folder(args.submissions, args.out, args.timeout, args.jobs,
-                          args.notebook_timeout, args.keep_work, secret, limits)
-    counts = {status: sum(g.status == status for g in grades)
-              for status in ("passed", "failed", "errored")}
+    grades = grade_folder(
+        args.submissions,
+        args.out,
+        args.timeout,
+        args.jobs,
+        args.notebook_timeout,
+        args.keep_work,
+        secret,
+        limits,
+    )
+    counts = {
+        status: sum(g.status == status for g in grades)
+        for status in ("passed", "failed", "errored")
+    }
     students = len({g.student for g in grades})
-    print(f"grade: {students} students, {len(grades)} exercise grades: "
-          + ", ".join(f"{n} {s}" for s, n in counts.items())
-          + f"; {time.perf_counter() - start:.1f} s; wrote {args.out / 'report.md'} and "
-          f"{args.out / 'report.csv'}")
+    print(
+        f"grade: {students} students, {len(grades)} exercise grades: "
+        + ", ".join(f"{n} {s}" for s, n in counts.items())
+        + f"; {time.perf_counter() - start:.1f} s; wrote {args.out / 'report.md'} and "
+        f"{args.out / 'report.csv'}"
+    )
     return 0
 
 

@@ -1,20 +1,22 @@
-"""The child that calls a submission's functions on the hidden inputs (run by tools/grade.py).
+"""The child that calls a submission's functions on the hidden inputs (run by
+tools/grade.py).
 
-    python tools/grade_probe.py JOB.json        # in a scratch folder, under grade_sandbox
+    python tools/grade_probe.py JOB.json   # in a scratch folder, under grade_sandbox
 
 ``JOB.json``: ``cells`` (the submission's code cells, check cells left out: ``id``,
 ``source``), ``probes`` (the key's hidden checks: ``id``, ``source``, ``seed``),
 ``cell_timeout`` and ``probe_timeout`` in seconds. The cells run in order in one IPython
 shell (magics work; an error is shown and the next cell runs), each under a timer. Then,
-for each hidden check, its ``probe(seed)`` is defined in a copy of the shell's namespace and
-called; what it returns is written with ``torch.save`` to ``results/<id>.pt``, and
+for each hidden check, its ``probe(seed)`` is defined in a copy of the shell's namespace
+and called; what it returns is written with ``torch.save`` to ``results/<id>.pt``, and
 ``results/<id>.json`` says whether it returned or raised (name and message).
 
 Nothing written here is trusted: the grader loads each ``.pt`` with
-``torch.load(weights_only=True)``, checks every type itself and compares in its own process.
-The conversions below (NumPy values, dict and tuple subclasses to plain ones) only spare
-honest answers an error.
+``torch.load(weights_only=True)``, checks every type itself and compares in its own
+process. The conversions below (NumPy values, dict and tuple subclasses to plain ones)
+only spare honest answers an error.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -55,14 +57,21 @@ def _plain(value, depth: int = 0):
             return torch.from_numpy(value.copy())
     if kind is torch.nn.Parameter or kind is torch.Size:
         return value.detach() if kind is torch.nn.Parameter else tuple(value)
-    if kind is not dict and isinstance(value, dict) and kind.__module__ == "collections":
+    if (
+        kind is not dict
+        and isinstance(value, dict)
+        and kind.__module__ == "collections"
+    ):
         return {k: _plain(v, depth + 1) for k, v in value.items()}
     if kind is dict:
         return {k: _plain(v, depth + 1) for k, v in value.items()}
     if kind is list:
         return [_plain(v, depth + 1) for v in value]
-    if kind is tuple or kind.__module__ == "torch.return_types" or (
-            isinstance(value, tuple) and hasattr(kind, "_fields")):
+    if (
+        kind is tuple
+        or kind.__module__ == "torch.return_types"
+        or (isinstance(value, tuple) and hasattr(kind, "_fields"))
+    ):
         return tuple(_plain(v, depth + 1) for v in value)
     return value
 
@@ -108,8 +117,15 @@ def main(job_path: str) -> None:
             _timer(job["probe_timeout"])
             try:
                 scope = dict(namespace)
-                exec(compile(probe["source"], f"<hidden check {probe['id']}>", "exec"), scope)
-                value = scope["probe"]() if probe["seed"] is None else scope["probe"](probe["seed"])
+                exec(
+                    compile(probe["source"], f"<hidden check {probe['id']}>", "exec"),
+                    scope,
+                )
+                value = (
+                    scope["probe"]()
+                    if probe["seed"] is None
+                    else scope["probe"](probe["seed"])
+                )
             finally:
                 _timer(0)
             save(_plain(value), os.path.join(RESULTS, f"{probe['id']}.pt"))
@@ -122,7 +138,9 @@ def main(job_path: str) -> None:
                 status["evalue"] = str(error)[:2000]
             except BaseException:
                 status["evalue"] = "(the message could not be shown)"
-        with write(os.path.join(RESULTS, f"{probe['id']}.json"), "w", encoding="utf-8") as out:
+        with write(
+            os.path.join(RESULTS, f"{probe['id']}.json"), "w", encoding="utf-8"
+        ) as out:
             out.write(save_json(status))
     sys.stdout.flush()
     os._exit(0)  # no exit handlers the submission may have registered

@@ -1,24 +1,26 @@
 """Run a command that executes student code, under limits (used by tools/grade.py).
 
-Every process that runs a student's code (the nbval run of a notebook, the child that calls
-its functions on the hidden inputs) is started by :func:`run`, through this file run as a
-small wrapper (``python grade_sandbox.py --uid N ... -- command``) that, before it executes
-the command:
+Every process that runs a student's code (the nbval run of a notebook, the child that
+calls its functions on the hidden inputs) is started by :func:`run`, through this file
+run as a small wrapper (``python grade_sandbox.py --uid N ... -- command``) that, before
+it executes the command:
 
 - sets ``RLIMIT_AS`` (memory), ``RLIMIT_CPU``, ``RLIMIT_FSIZE`` (file size) and
   ``RLIMIT_NPROC`` (processes and threads);
 - when the grader runs as root: enters a new network namespace (loopback only, nothing
-  outside can be reached) and drops to an unprivileged account of its own, a uid no other
-  run uses at the same time, so the limit on processes counts that run's processes only,
-  and the student's code cannot write the grader's files or another student's folder;
+  outside can be reached) and drops to an unprivileged account of its own, a uid no
+  other run uses at the same time, so the limit on processes counts that run's processes
+  only, and the student's code cannot write the grader's files or another student's
+  folder;
 - otherwise: tries an unprivileged user + network namespace; failing that, sets
-  ``CAMGRADE_NO_NETWORK=1``, which the grader's own Python processes turn into a guard that
-  makes connections to other hosts fail (a weaker guard: code can undo it).
+  ``CAMGRADE_NO_NETWORK=1``, which the grader's own Python processes turn into a guard
+  that makes connections to other hosts fail (a weaker guard: code can undo it).
 
-:func:`run` reads the output through a pipe up to a byte limit, stops the run at a wall-clock
-limit, and afterwards kills every process left under the run's uid (a forked or detached
-process included), then says which limit, if any, stopped it.
+:func:`run` reads the output through a pipe up to a byte limit, stops the run at a
+wall-clock limit, and afterwards kills every process left under the run's uid (a forked
+or detached process included), then says which limit, if any, stopped it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,15 +40,22 @@ from pathlib import Path
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
-UID_FIRST, UID_COUNT = 61000, 4000  # accounts used for student code (no /etc/passwd entry)
-LOCK_DIR = Path("/run/lock/camgrade") if os.geteuid() == 0 else Path("/tmp/camgrade-locks")
+UID_FIRST, UID_COUNT = (
+    61000,
+    4000,
+)  # accounts used for student code (no /etc/passwd entry)
+LOCK_DIR = (
+    Path("/run/lock/camgrade") if os.geteuid() == 0 else Path("/tmp/camgrade-locks")
+)
 
 
 @dataclass(frozen=True)
 class Limits:
     """Limits for each process that runs student code."""
 
-    memory_mb: int = 8192  # address space (RLIMIT_AS); importing torch maps about 3.2 GB
+    memory_mb: int = (
+        8192  # address space (RLIMIT_AS); importing torch maps about 3.2 GB
+    )
     cpu_s: int = 600  # CPU seconds (RLIMIT_CPU)
     file_mb: int = 64  # largest file written (RLIMIT_FSIZE)
     processes: int = 256  # processes and threads of the run's account (RLIMIT_NPROC)
@@ -70,7 +79,8 @@ def privileged() -> bool:
 
 
 class Account:
-    """A uid of its own for one run (root only): held through a lock file while in use."""
+    """A uid of its own for one run (root only): held through a lock file while in use.
+    """
 
     def __init__(self, start: int = 0) -> None:
         self.uid: int | None = None
@@ -92,7 +102,9 @@ class Account:
         raise RuntimeError("grade: no free sandbox account")
 
     def give(self, path: Path) -> None:
-        """Make ``path`` (a fresh folder) the account's own, closed to every other account."""
+        """Make ``path`` (a fresh folder) the account's own, closed to every other
+        account.
+        """
         if self.uid is not None:
             os.chown(path, self.uid, self.uid)
         os.chmod(path, 0o700)
@@ -111,12 +123,19 @@ class Account:
 
 
 def kill_account(uid: int) -> None:
-    """SIGKILL every process running as ``uid`` (kill(-1) from a process of that uid)."""
+    """SIGKILL every process running as ``uid`` (kill(-1) from a process of that uid).
+    """
     for _ in range(3):
-        subprocess.run(["/bin/sh", "-c", "kill -9 -1"],
-                       user=uid, group=uid, extra_groups=[], check=False,
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["/bin/sh", "-c", "kill -9 -1"],
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            check=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         if not _processes_of(uid):
             return
 
@@ -126,7 +145,9 @@ def _processes_of(uid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/status", encoding="ascii", errors="replace") as handle:
+                with open(
+                    f"/proc/{entry}/status", encoding="ascii", errors="replace"
+                ) as handle:
                     for line in handle:
                         if line.startswith("Uid:"):
                             if int(line.split()[1]) == uid:
@@ -141,24 +162,48 @@ def _processes_of(uid: int) -> list[int]:
 class Outcome:
     returncode: int | None
     output: str  # the start and end of what the command printed (stdout and stderr)
-    limit: str | None  # the limit that stopped the run: time, output, cpu, file (else None)
+    limit: (
+        str | None
+    )  # the limit that stopped the run: time, output, cpu, file (else None)
 
 
-def run(command: list[str], cwd: Path, env: dict[str, str], limits: Limits,
-        account: Account, network: bool = False) -> Outcome:
-    """Run ``command`` in ``cwd`` under ``limits`` as ``account``; never raises for what the
-    command does."""
-    wrapper = [sys.executable, "-S", str(Path(__file__).resolve()),
-               "--as-mb", str(limits.memory_mb), "--cpu-s", str(limits.cpu_s),
-               "--file-mb", str(limits.file_mb), "--nproc", str(limits.processes)]
+def run(
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    limits: Limits,
+    account: Account,
+    network: bool = False,
+) -> Outcome:
+    """Run ``command`` in ``cwd`` under ``limits`` as ``account``; never raises for what
+    the command does."""
+    wrapper = [
+        sys.executable,
+        "-S",
+        str(Path(__file__).resolve()),
+        "--as-mb",
+        str(limits.memory_mb),
+        "--cpu-s",
+        str(limits.cpu_s),
+        "--file-mb",
+        str(limits.file_mb),
+        "--nproc",
+        str(limits.processes),
+    ]
     if account.uid is not None:
         wrapper += ["--uid", str(account.uid)]
     if network:
         wrapper.append("--network")
     env = dict(env, HOME=str(cwd), TMPDIR=str(cwd))
-    process = subprocess.Popen(wrapper + ["--"] + command, cwd=cwd, env=env,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        wrapper + ["--"] + command,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     cap = limits.output_kb * 1024
     state = {"head": bytearray(), "tail": b"", "total": 0}
     too_much = threading.Event()
@@ -197,7 +242,9 @@ def run(command: list[str], cwd: Path, env: dict[str, str], limits: Limits,
     head, tail = bytes(state["head"]), state["tail"]
     text = head.decode("utf-8", "replace")
     if state["total"] > len(head):
-        text += "\n[...]\n" + tail[-max(0, state["total"] - len(head)):].decode("utf-8", "replace")
+        text += "\n[...]\n" + tail[-max(0, state["total"] - len(head)) :].decode(
+            "utf-8", "replace"
+        )
     return Outcome(returncode, text, limit)
 
 
@@ -211,18 +258,24 @@ def _stop(process: subprocess.Popen, account: Account) -> None:
     process.wait()
 
 
-# --- the wrapper: runs as a fresh process, sets everything up, then executes the command ---
+# --- the wrapper: a fresh process sets everything up, then executes the command ---
 
 
 def _loopback_up() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        flags = struct.unpack("16sH", fcntl.ioctl(sock, 0x8913, struct.pack("16sH", b"lo", 0)))[1]
+        flags = struct.unpack(
+            "16sH", fcntl.ioctl(sock, 0x8913, struct.pack("16sH", b"lo", 0))
+        )[1]
         fcntl.ioctl(sock, 0x8914, struct.pack("16sH", b"lo", flags | 1))  # IFF_UP
 
 
 def _isolate_network(uid: int | None) -> bool:
     libc = ctypes.CDLL(None, use_errno=True)
-    flags = CLONE_NEWNET if uid is not None or privileged() else CLONE_NEWUSER | CLONE_NEWNET
+    flags = (
+        CLONE_NEWNET
+        if uid is not None or privileged()
+        else CLONE_NEWUSER | CLONE_NEWNET
+    )
     if libc.unshare(flags) != 0:
         return False
     try:
@@ -233,24 +286,38 @@ def _isolate_network(uid: int | None) -> bool:
 
 
 def _expose_interpreter(libc) -> None:
-    """The account must run Python: if the interpreter lives under a folder other accounts
-    cannot enter (``/root`` for a pyenv install), mount, in a mount namespace of this run's
-    own, an empty tmpfs over that folder with only the way to the interpreter bound back in
-    (the rest of the folder stays out of sight)."""
+    """The account must run Python: if the interpreter lives under a folder other
+    accounts cannot enter (``/root`` for a pyenv install), mount, in a mount namespace
+    of this run's own, an empty tmpfs over that folder with only the way to the
+    interpreter bound back in (the rest of the folder stays out of sight)."""
     prefix = Path(os.path.realpath(sys.base_prefix))
-    blocked = next((p for p in reversed(prefix.parents) if not os.stat(p).st_mode & 0o001), None)
+    blocked = next(
+        (p for p in reversed(prefix.parents) if not os.stat(p).st_mode & 0o001), None
+    )
     if blocked is None:
         return
-    keep = prefix.parents[len(prefix.parents) - len(blocked.parts) - 1] \
-        if prefix.parent != blocked else prefix
+    keep = (
+        prefix.parents[len(prefix.parents) - len(blocked.parts) - 1]
+        if prefix.parent != blocked
+        else prefix
+    )
     if libc.unshare(CLONE_NEWNS) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
     checks = [libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None)]
     handle = os.open(keep, os.O_PATH)  # in this namespace, before the tmpfs hides it
-    checks.append(libc.mount(b"tmpfs", str(blocked).encode(), b"tmpfs", 0, b"mode=0755"))
+    checks.append(
+        libc.mount(b"tmpfs", str(blocked).encode(), b"tmpfs", 0, b"mode=0755")
+    )
     os.mkdir(keep, 0o755)
-    checks.append(libc.mount(f"/proc/self/fd/{handle}".encode(), str(keep).encode(), None,
-                             MS_BIND | MS_REC, None))
+    checks.append(
+        libc.mount(
+            f"/proc/self/fd/{handle}".encode(),
+            str(keep).encode(),
+            None,
+            MS_BIND | MS_REC,
+            None,
+        )
+    )
     if any(checks):
         raise OSError(ctypes.get_errno(), f"cannot expose {keep}")
     os.close(handle)
@@ -270,11 +337,13 @@ def _wrapper(argv: list[str]) -> int:
     env = dict(os.environ)
     if not args.network and not _isolate_network(args.uid):
         env["CAMGRADE_NO_NETWORK"] = "1"
-    for name, value in ((resource.RLIMIT_AS, args.as_mb << 20),
-                        (resource.RLIMIT_CPU, args.cpu_s),
-                        (resource.RLIMIT_FSIZE, args.file_mb << 20),
-                        (resource.RLIMIT_NPROC, args.nproc),
-                        (resource.RLIMIT_CORE, 0)):
+    for name, value in (
+        (resource.RLIMIT_AS, args.as_mb << 20),
+        (resource.RLIMIT_CPU, args.cpu_s),
+        (resource.RLIMIT_FSIZE, args.file_mb << 20),
+        (resource.RLIMIT_NPROC, args.nproc),
+        (resource.RLIMIT_CORE, 0),
+    ):
         hard = value + 5 if name == resource.RLIMIT_CPU else value
         resource.setrlimit(name, (value, hard))
     if args.uid is not None:
