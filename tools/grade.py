@@ -58,7 +58,7 @@ SANITIZE = ROOT / "coursework" / "sanitize.cfg"
 CHECK_ROLES = ("check", "hidden-check")
 
 
-# --- the key -------------------------------------------------------------------------------------
+# --- the key --------------------------------------------------------------------------
 
 
 def load_keys(key_dir: Path = KEY_DIR) -> dict[str, dict]:
@@ -69,19 +69,20 @@ def load_keys(key_dir: Path = KEY_DIR) -> dict[str, dict]:
     }
     if not keys:
         raise SystemExit(
-            f"grade: no grading keys in {key_dir}; run python tools/make_student_versions.py"
+            f"grade: no grading keys in {key_dir}; "
+            "run python tools/make_student_versions.py"
         )
     return keys
 
 
-# --- the whole folder ----------------------------------------------------------------------------
+# --- the whole folder -----------------------------------------------------------------
 
 
 def discover(
     submissions: Path, keys: dict[str, dict]
 ) -> tuple[list[str], dict[str, dict[str, Path]], list[str]]:
-    """Students, their notebooks by name, and notes about files that are not gradable.
-    """
+    """Students, their notebooks by name, and notes about files that cannot be
+    graded."""
     students, found, notes = [], {}, []
     for entry in sorted(submissions.iterdir()):
         if entry.name.startswith("."):
@@ -98,7 +99,8 @@ def discover(
                 found[entry.name][path.stem] = path
             elif not path.name.startswith(".") and path.name != ".ipynb_checkpoints":
                 notes.append(
-                    f"{entry.name}: ignored {path.name} (expected {', '.join(f'{k}.ipynb' for k in keys)})"
+                    f"{entry.name}: ignored {path.name} "
+                    f"(expected {', '.join(f'{k}.ipynb' for k in keys)})"
                 )
     return students, found, notes
 
@@ -133,7 +135,8 @@ def grade_folder(
     students, found, folder_notes = discover(submissions, keys)
     work = Path(tempfile.mkdtemp(prefix="grade-"))
     work.chmod(0o711)  # each account may enter its own folder, and list none
-    tasks = []  # (student index, student, notebook name, prepared or None, problem or None)
+    # (student index, student, notebook name, prepared or None, problem or None)
+    tasks = []
     for index, student in enumerate(students):
         for name, key in keys.items():
             path = found[student].get(name)
@@ -278,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     if not sandbox.privileged():
         print(
-            "grade: not running as root: student code runs under your own account (limits "
-            "apply, but not the separate account; see the guide's Limits)",
+            "grade: not running as root: student code runs under your own account "
+            "(limits apply, but not the separate account; see the guide's Limits)",
             file=sys.stderr,
         )
     start = time.perf_counter()

@@ -50,8 +50,8 @@ class NotPlain(ValueError):
 
 
 def seeds(key: dict, secret: bytes | None) -> dict[str, int | None]:
-    """Each hidden check's seed: None (the public inputs) or one drawn from the secret.
-    """
+    """Each hidden check's seed: None (the public inputs) or one drawn from the
+    secret."""
     checks = [h["id"] for e in key["exercises"] for h in e["hidden_checks"]]
     if secret is None:
         return {check: None for check in checks}
@@ -224,8 +224,8 @@ def _read(results: Path, check: str, limits: sandbox.Limits) -> Probed:
             probed.ename, probed.evalue = (
                 "NotPlainData",
                 (
-                    f"the result is not plain data (tensors, numbers, strings, tuples, lists, "
-                    f"dicts): {error}"
+                    "the result is not plain data (tensors, numbers, strings, "
+                    f"tuples, lists, dicts): {error}"
                 ),
             )
     elif not probed.ename and not probed.timed_out:
@@ -283,9 +283,10 @@ def reference(
         probed = results[probe["id"]]
         if not probed.ok:
             raise SystemExit(
-                f"grade: the reference solution of {key['notebook']} fails hidden check "
-                f"{probe['id']}: {probed.ename} {probed.evalue}"
-                f"{' (timed out)' if probed.timed_out else ''}; output: {outcome.output[-1500:]}"
+                f"grade: the reference solution of {key['notebook']} fails hidden "
+                f"check {probe['id']}: {probed.ename} {probed.evalue}"
+                f"{' (timed out)' if probed.timed_out else ''}; "
+                f"output: {outcome.output[-1500:]}"
             )
         outcome_, _, message = judge(probe["source"], probed.value, probed.value)
         if outcome_ != "passed":
@@ -320,7 +321,8 @@ def trial(
         tags = set(cell.metadata.get("tags", []))
         if cell.cell_type != "code" or {"check", "hidden-check"} & tags:
             continue
-        exec(compile(cell.source, f"<{cell.get('id')}>", "exec"), reference)  # noqa: S102
+        code = compile(cell.source, f"<{cell.get('id')}>", "exec")
+        exec(code, reference)  # noqa: S102 - the reference solution, trusted
         exercise = next(
             (t[len("exercise-") :] for t in tags if t.startswith("exercise-")), None
         )

@@ -126,6 +126,3 @@ def prepare(submission, key: dict) -> Prepared:
         "language_info": {"name": "python"},
     }
     return prepared
-
-
-# --- running -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 import grade_sandbox as sandbox
 
 
-# --- turning cell results into grades ------------------------------------------------------------
+# --- turning cell results into grades -------------------------------------------------
 
 
 def load_sanitizer(path: Path) -> list[tuple[re.Pattern, str]]:
@@ -73,7 +73,8 @@ def _describe(record: dict, cell_timeout: float) -> tuple[str, str]:
     if name == "RuntimeError" and "Kernel dead" in value:
         return (
             "not-run",
-            "not run: the Python kernel had stopped (an earlier cell crashed it or could not be stopped)",
+            "not run: the Python kernel had stopped "
+            "(an earlier cell crashed it or could not be stopped)",
         )
     return "exception", f"{name}: {value}" if value else name
 
@@ -124,7 +125,8 @@ def grade_notebook(
                 else "a cell of yours"
             )
             notes.append(
-                f"{name}: {where} (cell {record['cell']}) {'' if kind == 'timeout' else 'raised '}{text}"
+                f"{name}: {where} (cell {record['cell']}) "
+                f"{'' if kind == 'timeout' else 'raised '}{text}"
             )
     dead = [
         r["cell"]
@@ -133,15 +135,18 @@ def grade_notebook(
     ]
     if dead:
         notes.append(
-            f"{name}: the Python kernel had stopped before cell {dead[0]}; later cells did not run"
+            f"{name}: the Python kernel had stopped before cell {dead[0]}; "
+            "later cells did not run"
         )
     if prepared.restored:
         notes.append(
-            f"{name}: edited check cells were restored to the original before grading: {', '.join(prepared.restored)}"
+            f"{name}: edited check cells were restored to the original before "
+            f"grading: {', '.join(prepared.restored)}"
         )
     if prepared.dropped_hidden:
         notes.append(
-            f"{name}: {prepared.dropped_hidden} hidden-check cell(s) found in the submission were replaced by the key's"
+            f"{name}: {prepared.dropped_hidden} hidden-check cell(s) found in the "
+            "submission were replaced by the key's"
         )
     grades = []
     for exercise in key["exercises"]:
@@ -184,19 +189,25 @@ def grade_notebook(
                 kind, text = _describe(record, cell_timeout)
                 if kind == "exception" and solution_errors:
                     first_kind, first_text = _describe(solution_errors[0], cell_timeout)
-                    grade.message = f"your code for exercise {ex_id} {'' if first_kind == 'timeout' else 'raised '}{first_text}"
+                    raised = "" if first_kind == "timeout" else "raised "
+                    grade.message = (
+                        f"your code for exercise {ex_id} {raised}{first_text}"
+                    )
                 elif kind == "not-run":
                     grade.message = text
                 else:
-                    grade.message = f"{label} {check_id} {'' if kind == 'timeout' else 'raised '}{text}"
+                    raised = "" if kind == "timeout" else "raised "
+                    grade.message = f"{label} {check_id} {raised}{text}"
             break
         if ex_id in prepared.deleted:
             outcome = grade.status
             grade.status = "failed"
             grade.check = prepared.deleted[ex_id][0]
+            deleted = ", ".join(prepared.deleted[ex_id])
             grade.message = (
-                f"check cells deleted ({', '.join(prepared.deleted[ex_id])}); they were put back "
-                f"for grading (result: {outcome}), but an exercise whose checks were deleted does not pass"
+                f"check cells deleted ({deleted}); they were put back for grading "
+                f"(result: {outcome}), but an exercise whose checks were deleted "
+                "does not pass"
             )
         grades.append(grade)
     return grades, notes
@@ -240,9 +251,11 @@ def write_reports(
         "# Grading report",
         "",
         f"{len(students)} students, {len(keys)} notebooks, {len(exercises)} exercises; "
-        f"cell timeout {cell_timeout:g} s. *pass*: every visible and hidden check passed; *FAIL*: a check's "
-        "assert failed, a check cell was deleted, or the notebook was not submitted; *ERROR*: the code "
-        "raised an exception (NotImplementedError: not attempted), timed out, or the notebook could not be read.",
+        f"cell timeout {cell_timeout:g} s. *pass*: every visible and hidden check "
+        "passed; *FAIL*: a check's assert failed, a check cell was deleted, or the "
+        "notebook was not submitted; *ERROR*: the code raised an exception "
+        "(NotImplementedError: not attempted), timed out, ran into a limit, or the "
+        "notebook could not be read.",
         "",
         "## Summary",
         "",

@@ -217,7 +217,10 @@ def run_hidden(
 
 def _stopped(outcome: sandbox.Outcome, limits: sandbox.Limits) -> str:
     if outcome.limit:
-        return f"not run: the process running your code was stopped at {limits.named(outcome.limit)}"
+        return (
+            "not run: the process running your code was stopped at "
+            f"{limits.named(outcome.limit)}"
+        )
     code = outcome.returncode
     how = (
         f"was killed by signal {-code}"

@@ -79,8 +79,7 @@ def privileged() -> bool:
 
 
 class Account:
-    """A uid of its own for one run (root only): held through a lock file while in use.
-    """
+    """A uid of its own for one run (root only), held by a lock file while in use."""
 
     def __init__(self, start: int = 0) -> None:
         self.uid: int | None = None
@@ -123,8 +122,7 @@ class Account:
 
 
 def kill_account(uid: int) -> None:
-    """SIGKILL every process running as ``uid`` (kill(-1) from a process of that uid).
-    """
+    """SIGKILL every process of ``uid``: kill(-1) from a process of that uid."""
     for _ in range(3):
         subprocess.run(
             ["/bin/sh", "-c", "kill -9 -1"],

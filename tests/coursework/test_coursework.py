@@ -126,6 +126,12 @@ def test_generator_rejects_malformed_sources(tmp_path: Path) -> None:
     nbformat.write(nb, tmp_path / "ex04_enhanced.ipynb")
     with pytest.raises(generator.SourceError, match="no hidden check"):
         generator.build(tmp_path / "ex04_enhanced.ipynb")
+    nb = nbformat.read(ROOT / "coursework" / "source" / "ex04_enhanced.ipynb", as_version=4)
+    hidden_cell = next(c for c in nb.cells if "hidden-check" in c.metadata.get("tags", []))
+    hidden_cell.source += "\nassert crop_window(torch.ones(8, 8), 64) is not None\n"
+    nbformat.write(nb, tmp_path / "ex04_enhanced.ipynb")
+    with pytest.raises(generator.SourceError, match="only imports beside them"):
+        generator.build(tmp_path / "ex04_enhanced.ipynb")
 
 
 def test_committed_sample_class_matches_the_sources(tmp_path: Path) -> None:
