@@ -7,7 +7,7 @@
 2. Copies the tracked files of this checkout to a temporary folder and runs a cold, strict
    build there (``tools/build-book.sh``: empty execution cache), then reads each notebook's
    execution seconds from the build's jupyter-cache.
-3. Optionally times ``python -m camlib.enhance --seed N`` (``--enhance-seed``) and the pytest
+3. Optionally times ``python -m cambook.enhance --seed N`` (``--enhance-seed``) and the pytest
    part of the test command (``--tests``).
 
 Every figure is printed twice: in seconds on this machine, and scaled to the reference machine
@@ -87,7 +87,7 @@ def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--enhance-seed", type=int, nargs="*", default=[],
-                        help="also time `python -m camlib.enhance --seed N` for these seeds")
+                        help="also time `python -m cambook.enhance --seed N` for these seeds")
     parser.add_argument("--tests", action="store_true", help="also time the pytest part")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"what": "whole build (tools/build-book.sh, venv ready)", "seconds": build,
                      "budget": None})
         for seed in args.enhance_seed:
-            seconds = timed([sys.executable, "-m", "camlib.enhance", "--seed", str(seed)], workdir, env)
-            rows.append({"what": f"python -m camlib.enhance --seed {seed}", "seconds": seconds,
+            seconds = timed([sys.executable, "-m", "cambook.enhance", "--seed", str(seed)], workdir, env)
+            rows.append({"what": f"python -m cambook.enhance --seed {seed}", "seconds": seconds,
                          "budget": BUDGETS["enhance seed"]})
         if args.tests:
             seconds = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],

@@ -17,7 +17,7 @@ import time
 import torch
 import torchvision
 
-from camlib import enhance
+from cambook import enhance
 
 REFERENCE_SECONDS = 0.25
 

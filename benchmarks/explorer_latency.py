@@ -13,7 +13,8 @@ import time
 
 import torch
 
-from camlib import data, models, widgets
+from camlib import models
+from cambook import data, widgets
 
 
 def main() -> None:

@@ -39,4 +39,4 @@ step 120 family-speed python3 benchmarks/family_speed.py --device cuda --batch 6
     --json "$OUT/gpu-family-b64.json"
 step 60 speed-memory python3 benchmarks/speed_memory.py --device cuda --batch 64 \
     --json "$OUT/gpu-resnet50-b64.json"
-step 90 enhance-seed python3 -m camlib.enhance --seed 0 --json "$OUT/gpu-enhance-seed0.json"
+step 90 enhance-seed python3 -m cambook.enhance --seed 0 --json "$OUT/gpu-enhance-seed0.json"

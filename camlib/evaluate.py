@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from . import metrics, road
+from . import metrics
 from .explain import explain
 from .models import LITE_MEAN, LITE_STD, Preprocessing
 from .postprocess import mask_to_box
@@ -105,18 +105,19 @@ class ObjectFolder(Dataset):
 
 
 def build_model(name: str, num_classes: int, seed: int, weights: str | None = None) -> nn.Module:
-    """``efficientnet-lite0`` (ImageNet weights, offline), ``smallcnn`` (camlib's CAM-ready CNN)
-    or any torchvision architecture name, randomly initialised from ``seed``; ``weights`` loads
-    a state dict on top."""
+    """``efficientnet-lite0`` (ImageNet weights, offline), ``MODULE:CALLABLE`` (any importable
+    factory called with ``num_classes``, e.g. your own model) or any torchvision architecture
+    name, randomly initialised from ``seed``; ``weights`` loads a state dict on top."""
     torch.manual_seed(seed)
     if name == "efficientnet-lite0":
         from .models import efficientnet_lite0
 
         model = efficientnet_lite0(pretrained=weights is None)
-    elif name == "smallcnn":
-        from .enhance import SmallCNN
+    elif ":" in name:
+        import importlib
 
-        model = SmallCNN(num_classes)
+        module, _, attribute = name.partition(":")
+        model = getattr(importlib.import_module(module), attribute)(num_classes)
     else:
         import torchvision
 
@@ -138,7 +139,7 @@ def evaluate_batch(
     for method in args.methods:
         exp = explain(model, images, method=method, layers=args.layer, classes=target)
         maps, classes = exp.maps[:, 0], exp.classes[:, 0]
-        values: dict[str, Tensor] = {"class": classes, "prob": exp.scores[:, 0]}
+        values: dict[str, Tensor] = {"class": classes, "prob": exp.probabilities[:, 0]}
         for mode in ("deletion", "insertion"):
             if mode in args.metrics:
                 curve = metrics.perturbation_curve(
@@ -159,7 +160,7 @@ def evaluate_batch(
             values["drop"], values["increase"] = change.drop, change.increase.float()
         if "road" in args.metrics:  # mean P_c over removing 10%, ..., 90%, each batch seeded alike
             for order in ("morf", "lerf"):
-                curve = road.road(
+                curve = metrics.road(
                     model, images, maps, classes, order=order, max_batch=args.max_batch
                 )
                 values[f"road_{order}"] = curve.scores.mean(dim=1)
@@ -297,7 +298,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         default="efficientnet-lite0",
-        help="efficientnet-lite0 (pretrained), smallcnn, or a torchvision architecture",
+        help="efficientnet-lite0 (pretrained), a torchvision architecture, or MODULE:CALLABLE",
     )
     parser.add_argument("--weights", help="a state dict to load into the model")
     parser.add_argument(

