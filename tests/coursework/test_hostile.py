@@ -126,9 +126,12 @@ def when_graded(exercise: str, action: str) -> str:
 MEMORY_BOMB = "chunks = []\nwhile True:\n    chunks.append(bytearray(64 << 20))"
 FORK_BOMB = """import os, time
 for _ in range(2000):
-    if os.fork() == 0:
+    pid = os.fork()
+    if pid == 0:
         time.sleep(300)
-        os._exit(0)"""
+        os._exit(0)
+    with open({forked!r}, "a") as out:  # the test checks that none outlives grading
+        out.write(f"{{pid}}\\n")"""
 LOOP = "while True:\n    pass"
 THIEF = """import os, pathlib
 try:  # hand in the first student's results as mine: swap my results folder for a link
@@ -287,7 +290,9 @@ def battery():
                 first=GRADED,
                 solutions={
                     "5.1": when_graded("5.1", MEMORY_BOMB),
-                    "5.2": when_graded("5.2", FORK_BOMB),
+                    "5.2": when_graded(
+                        "5.2", FORK_BOMB.format(forked=str(tmp / "drop" / "forked"))
+                    ),
                     "5.3": when_graded("5.3", LOOP),
                 },
             ),
@@ -352,12 +357,8 @@ def battery():
     stop.set()
     thread.join()
     listener.close()
-    left = sandbox._processes_of  # noqa: SLF001 - the accounts' processes, read from /proc
-    survivors = [
-        pid
-        for uid in range(sandbox.UID_FIRST, sandbox.UID_FIRST + 64)
-        for pid in left(uid)
-    ]
+    forked = [int(p) for p in (tmp / "drop" / "forked").read_text().split()]
+    survivors = [pid for pid in forked if Path(f"/proc/{pid}").exists()]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     marker_ran = marker.exists()
     with open(out / "report.csv", newline="", encoding="utf-8") as handle:
@@ -371,6 +372,7 @@ def battery():
         "marker_ran": marker_ran,
         "accepted": len(accepted),
         "survivors": survivors,
+        "forked": len(forked),
         "markdown": (out / "report.md").read_text(),
     }
     yield result
@@ -420,6 +422,7 @@ def test_memory_bomb_fork_bomb_and_infinite_loop_are_errored_with_the_limit_name
     assert "limit on processes" in fork["message"], fork
     loop = row(battery, "bombs", "5.3")
     assert loop["status"] == "errored" and "timed out" in loop["message"], loop
+    assert battery["forked"] > 10, "the fork bomb did not fork"
     assert battery["survivors"] == [], (
         "processes of the sandbox accounts outlived the grading"
     )
