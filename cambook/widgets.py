@@ -196,7 +196,8 @@ class Explorer:
     ``photos`` maps a name to ``(display [3, H, W] in [0, 1], model input [3, H, W])``.
     The "any class" box acts when a name is submitted (Enter), and is cleared when the
     photo or the top class changes. While a method that reruns the network computes, the
-    caption says so, a progress bar runs and the controls are disabled.
+    caption says so and the controls are disabled (the method's tqdm bar, if the front end
+    renders it, goes to ``progress`` below the help text).
     """
 
     def __init__(self, model: nn.Module, photos: Mapping[str, tuple[Tensor, Tensor]],
