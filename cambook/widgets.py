@@ -24,8 +24,8 @@ from .figures import CMAP
 CONTROL_WIDTH = 300  # px: every control, so a long caption cannot squeeze them
 ROLES = ("photo", "layer", "top-class", "any-class", "method", "opacity", "box",
          "box-ratio")
-# Score-CAM at `head` (1280 channels) in the live explorer, measured on a 2-core CPU by
-# benchmarks/explorer_latency.py (results/explorer-latency.json, checked by
+# Score-CAM at `head` (1280 channels) in the live explorer in JupyterLab, measured on a
+# 2-core CPU by benchmarks/explorer_latency.py (results/explorer-latency.json, checked by
 # tests/book/test_widgets.py)
 SCORECAM_HEAD_COST = "about half a minute on a 2-core laptop"
 HELP = (

@@ -212,10 +212,10 @@ def test_the_stated_scorecam_cost_is_the_measured_one() -> None:
     run = json.loads((results / "explorer-latency.json").read_text())
     assert widgets.SCORECAM_HEAD_COST == "about half a minute on a 2-core laptop"
     assert run["cpus"] == 2
-    # seconds on the 2-core machine when quiet (scaled by the reference workload timed
-    # around the run, see benchmarks/explorer_latency.py); "about half a minute": 15-45 s
-    scorecam = run["python"]["Score-CAM at head (1280 channels)"]
-    assert 15 <= scorecam["laptop_seconds"] <= 45, scorecam
+    # the wait a student has in JupyterLab on this 2-core machine, from choosing Score-CAM
+    # at head to the new picture; "about half a minute": 15 to 45 s
+    waited = run["browser"]["steps"]["Score-CAM at head"] / 1000
+    assert 15 <= waited <= 45, waited
     assert widgets.SCORECAM_HEAD_COST in widgets.HELP
 
 
