@@ -257,3 +257,73 @@ def plot_sanity_steps(steps: dict, title: str, names: dict | None = None) -> Fig
     ax.legend(fontsize=8, ncol=3)
     ax.set_title(title)
     return fig
+
+
+# --- boxes that stay visible on the image border (Chapters 3 and 4) -------------------------------
+
+
+def draw_box(ax, box: Sequence[float], image_size: tuple[int, int], colour: str = "white",
+             width: float = 2.5) -> None:
+    """Draw ``box`` (x0, y0, x1, y1 in pixels, ends exclusive) inset by a few pixels, with a
+    dark outline, so that a box on the image's border stays visible on any map."""
+    from matplotlib import patheffects
+
+    height, width_px = image_size
+    inset = max(1.5, 0.012 * max(height, width_px))
+    x0, y0, x1, y1 = (float(v) for v in box)
+    x0, y0 = max(x0, inset) - 0.5, max(y0, inset) - 0.5
+    x1, y1 = min(x1, width_px - inset) - 0.5, min(y1, height - inset) - 0.5
+    patch = Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=width, ec=colour)
+    patch.set_path_effects([patheffects.Stroke(linewidth=width + 2.5, foreground="black"),
+                            patheffects.Normal()])
+    ax.add_patch(patch)
+
+
+def plot_boxed_maps(photos: Sequence[Tensor], maps: Sequence[Tensor],
+                    boxes: Sequence[Sequence[float]], titles: Sequence[str], title: str,
+                    columns: int = 4, alpha: float = 0.5) -> Figure:
+    """Maps ``[H, W]`` in [0, 1] over their photos ``[3, H, W]``, each with its box drawn
+    so that it shows on the border too; one colour bar."""
+    columns = min(columns, len(maps))
+    rows = -(-len(maps) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.7 * columns + 0.9, 2.9 * rows + 0.4),
+                             squeeze=False, layout="constrained")
+    for ax in axes.ravel()[len(maps):]:
+        ax.axis("off")
+    for ax, photo, heat, box, label in zip(axes.ravel(), photos, maps, boxes, titles):
+        show_map(ax, photo, heat, label, alpha)
+        draw_box(ax, box, tuple(heat.shape[-2:]))
+    add_colorbar(fig, axes.ravel().tolist())
+    fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def plot_display_steps(photo: Tensor, raw: Tensor, scaled: Tensor, region: Tensor,
+                       box: Sequence[float], class_name: str, tau: float) -> Figure:
+    """The display pipeline of one map, left to right: the raw signed map ``[h, w]``, its
+    ReLU, the upsampled and min-max scaled map over the photo, and the region above ``tau``
+    (largest connected part filled) with its box."""
+    fig, axes = plt.subplots(1, 4, figsize=(12.5, 3.6), layout="constrained")
+    h, w = raw.shape
+    limit = float(raw.abs().max()) or 1.0
+    signed = axes[0].imshow(raw.cpu().numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit,
+                            interpolation="nearest")
+    axes[0].set_title(f"1. raw map $M_c$ ({h}x{w}),\nsigned", fontsize=10)
+    fig.colorbar(signed, ax=axes[0], shrink=0.7, location="bottom", label="$M_c(i, j)$")
+    positive = axes[1].imshow(raw.clamp_min(0).cpu().numpy(), cmap=CMAP, vmin=0,
+                              interpolation="nearest")
+    axes[1].set_title("2. ReLU: positive\nevidence only", fontsize=10)
+    fig.colorbar(positive, ax=axes[1], shrink=0.7, location="bottom",
+                 label="$\\max(M_c, 0)$")
+    shown = show_map(axes[2], photo, scaled, f"3. upsampled, min-max\nscaled: {class_name}")
+    fig.colorbar(shown, ax=axes[2], shrink=0.7, location="bottom", label="$\\tilde M_c$")
+    axes[3].imshow(_image(photo))
+    outside = (~region.bool()).float().cpu().numpy()
+    axes[3].imshow(outside, cmap="Greys", vmin=0, vmax=1, alpha=0.6 * outside)
+    draw_box(axes[3], box, tuple(scaled.shape[-2:]))
+    axes[3].set_title(f"4. region $\\tilde M_c \\geq {tau:g}$ (bright)\nand Zhou's box",
+                      fontsize=10)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
