@@ -327,3 +327,58 @@ def plot_display_steps(photo: Tensor, raw: Tensor, scaled: Tensor, region: Tenso
         ax.set_xticks([])
         ax.set_yticks([])
     return fig
+
+
+def plot_look_then_zoom(scenes, pipeline, class_names: Sequence[str]) -> Figure:
+    """Columns are scenes; rows: the scene with its true box (green) and the CAM window
+    (white, drawn inside the border when it covers the whole scene), stage 1's map over the
+    global view, and the crop stage 2 classifies. ``pipeline`` has the fields of
+    :class:`cambook.enhance.TwoStage`."""
+    import torch.nn.functional as F
+
+    count = pipeline.crops.shape[0]
+    fig, axes = plt.subplots(3, count, figsize=(2.5 * count + 0.9, 8.4), squeeze=False,
+                             layout="constrained")
+    images = scenes.float_images()
+    size = tuple(images.shape[-2:])
+    views = F.interpolate(pipeline.views, size=tuple(pipeline.maps.shape[-2:]),
+                          mode="nearest")
+    for i in range(count):
+        show_window(axes[0, i], images[i], scenes.boxes[i].tolist(),
+                    f"true: {class_names[scenes.labels[i]]}", "lime")
+        draw_box(axes[0, i], pipeline.windows[i].tolist(), size, width=2.0)
+        first = class_label(class_names, int(pipeline.first[i].argmax()),
+                            float(pipeline.first[i].max()))
+        show_map(axes[1, i], views[i], pipeline.maps[i], f"stage 1:\n{first}")
+        second = class_label(class_names, int(pipeline.second[i].argmax()),
+                             float(pipeline.second[i].max()))
+        axes[2, i].imshow(_image(pipeline.crops[i]), interpolation="nearest")
+        axes[2, i].set_title(f"stage 2:\n{second}", fontsize=9)
+        axes[2, i].axis("off")
+    add_colorbar(fig, axes[1].tolist())
+    fig.suptitle("Top: scene, true box (green), CAM window (white). Middle: stage 1's CAM"
+                 " over the global view. Bottom: the crop stage 2 sees.", fontsize=10)
+    return fig
+
+
+def plot_photo_windows(photos: dict, zooms: dict, class_names: Sequence[str],
+                       topk: int = 3) -> Figure:
+    """Each photo with its CAM window (drawn inside the border) and top classes (top row),
+    the window and its classes (bottom row); ``zooms`` from :func:`cambook.zoom.zoom_in`."""
+    fig, axes = plt.subplots(2, len(photos), figsize=(3 * len(photos), 6.4), squeeze=False,
+                             layout="constrained")
+    for i, (name, photo) in enumerate(photos.items()):
+        zoom = zooms[name]
+        before = "\n".join(class_label(class_names, int(c), float(p))
+                           for p, c in zip(*zoom.before.topk(topk)))
+        after = "\n".join(class_label(class_names, int(c), float(p))
+                          for p, c in zip(*zoom.after.topk(topk)))
+        axes[0, i].imshow(_image(photo))
+        draw_box(axes[0, i], zoom.window.tolist(), tuple(photo.shape[-2:]))
+        axes[0, i].set_title(f"{name}, whole photo:\n{before}", fontsize=9)
+        axes[0, i].axis("off")
+        x0, y0, x1, y1 = (int(v) for v in zoom.window.round())
+        axes[1, i].imshow(_image(photo[:, y0:y1, x0:x1]))
+        axes[1, i].set_title(f"the window:\n{after}", fontsize=9)
+        axes[1, i].axis("off")
+    return fig
