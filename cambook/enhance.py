@@ -155,7 +155,7 @@ class Experiment:
     threshold_curve: list[dict[str, float]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     peak_side: float = float("nan")  # the peak window's side, in scene pixels
-    # stage 1's validation accuracy after each training attempt (see :func:`train_stage1`)
+    # stage 1's validation accuracy after each training attempt (:func:`train_stage1`)
     stage1_attempts: list[float] = field(default_factory=list)
     validated_ratio: float = float("nan")  # the threshold chosen on the validation scenes
     # trained models and test scenes, for figures; not part of the saved results
@@ -186,7 +186,8 @@ def make_splits(config: Config, device: torch.device
                 ) -> tuple[data.Scenes, data.Scenes, data.Scenes]:
     """The training, validation and test scenes of ``config.seed``, on ``device``."""
     splits = (config.n_train, config.n_validation, config.n_test)
-    scenes = data.make_scenes(sum(splits), seed=10_000 + config.seed, size=config.image_size)
+    scenes = data.make_scenes(sum(splits), seed=10_000 + config.seed,
+                              size=config.image_size)
     scenes = data.Scenes(*(tensor.to(device) for tensor in
                            (scenes.images, scenes.labels, scenes.boxes, scenes.masks)))
     ends = (splits[0], splits[0] + splits[1])
@@ -194,12 +195,13 @@ def make_splits(config: Config, device: torch.device
 
 
 def check_stage1(config: Config = Config()) -> dict[str, float | int | list[float]]:
-    """Stage 1 alone, exactly as :func:`run_experiment` trains it for ``config.seed``: the
-    validation accuracy of every attempt and the test accuracy of the global view."""
+    """Stage 1 alone, exactly as :func:`run_experiment` trains it for ``config.seed``:
+    the validation accuracy of every attempt, and the global view's test accuracy."""
     device = device_of(config)
     torch.manual_seed(config.seed)
     train, validation, test = make_splits(config, device)
-    views = [global_view(split.float_images(), config) for split in (train, validation, test)]
+    views = [global_view(split.float_images(), config)
+             for split in (train, validation, test)]
     net, attempts = train_stage1(views[0], train.labels, views[1], validation.labels,
                                  config, device)
     return {"seed": config.seed, "attempts": attempts,
@@ -223,8 +225,8 @@ def run_experiment(config: Config = Config(), progress: bool = False) -> Experim
              "validation": global_view(validation.float_images(), config)}
     result.seconds["data"] = time.perf_counter() - clock
 
-    # Stage 1: the global classifier (restarted if it did not learn), and its CAM of the true
-    # class on the training scenes.
+    # Stage 1: the global classifier (restarted if it did not learn), and its CAM of the
+    # true class on the training scenes.
     clock = time.perf_counter()
     stage1, result.stage1_attempts = train_stage1(
         views["train"], train.labels, views["validation"], validation.labels, config,
@@ -324,7 +326,8 @@ def train_stage1(views: Tensor, labels: Tensor, validation_views: Tensor,
             torch.manual_seed(run.seed)
         net = _new_net(config, device)
         train_classifier(net, channels_last(views), labels, run, progress=progress)
-        attempts.append(accuracy(probabilities(net, validation_views), validation_labels))
+        scores = probabilities(net, validation_views)
+        attempts.append(accuracy(scores, validation_labels))
         if attempts[-1] >= learned_bound(config):
             break
     return net, attempts
@@ -387,13 +390,15 @@ def _stage1_message(seed: int, attempts: Sequence[float], config: Config) -> str
     bound = learned_bound(config)
     tried = ", ".join(f"{a:.3f}" for a in attempts)
     if attempts[-1] < bound:
-        return (f"seed {seed}: WARNING: stage 1 did not learn: validation accuracy {tried}"
-                f" in {len(attempts)} attempts, all below {bound:.3f} ({config.learned_factor:g}"
-                " x chance); this seed's figures are not the chapter's experiment")
+        return (f"seed {seed}: WARNING: stage 1 did not learn: validation accuracy"
+                f" {tried} in {len(attempts)} attempts, all below {bound:.3f}"
+                f" ({config.learned_factor:g} x chance); this seed's figures are not"
+                " the chapter's experiment")
     if len(attempts) > 1:
         return (f"seed {seed}: stage 1 restarted: validation accuracy {tried}"
                 f" (bound {bound:.3f}); the last attempt learned")
-    return f"seed {seed}: stage 1 learned (validation accuracy {tried}, bound {bound:.3f})"
+    return (f"seed {seed}: stage 1 learned (validation accuracy {tried},"
+            f" bound {bound:.3f})")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -412,32 +417,41 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = Config(epochs=args.epochs, stage2_epochs=args.stage2_epochs, n_train=args.n_train,
                     n_test=args.n_test, device=args.device, single_networks=tuple(args.single_network))
-    if args.stage1_only:
-        results = {"seeds": list(args.seed), "bound": learned_bound(config), "runs": []}
+    if args.stage1_only:  # the file is rewritten after every seed: a long run keeps
+        results = {"seeds": [], "bound": learned_bound(config), "runs": []}  # its seeds
         for seed in args.seed:
             row = check_stage1(replace(config, seed=seed))
+            results["seeds"].append(seed)
             results["runs"].append(row)
             print(_stage1_message(seed, row["attempts"], config)
                   + f"; global view on the test scenes {row['global_view_test']:.3f}",
                   flush=True)
+            if args.json:
+                _write_results(results, args.json, argv)
+        return
     else:
         results = run_seeds(args.seed, config, progress=True)
         seconds = [run["seconds"]["total"] for run in results["runs"]]
         print(f"{len(seconds)} seed(s) on {device_of(config)}: "
               f"{', '.join(f'{s:.1f}' for s in seconds)} s each")
         for run in results["runs"]:
-            print(_stage1_message(run["config"]["seed"], run["stage1_attempts"], config))
+            seed, attempts = run["config"]["seed"], run["stage1_attempts"]
+            print(_stage1_message(seed, attempts, config))
         for row, values in results["summary"].items():
             cells = ", ".join(f"{m} {v['mean']:.3f} +- {v['std']:.3f}"
                               for m, v in values.items() if not math.isnan(v["mean"]))
             print(f"{row}: {cells}")
     if args.json:
-        from .provenance import record
-
-        results["meta"] = record("cambook.enhance", argv)
-        with open(args.json, "w") as handle:
-            handle.write(json.dumps(results, indent=1) + "\n")
+        _write_results(results, args.json, argv)
         print(f"wrote {args.json}")
+
+
+def _write_results(results: dict, path: str, argv: Sequence[str] | None) -> None:
+    from .provenance import record
+
+    results["meta"] = record("cambook.enhance", argv)
+    with open(path, "w") as handle:
+        handle.write(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

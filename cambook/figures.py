@@ -259,13 +259,13 @@ def plot_sanity_steps(steps: dict, title: str, names: dict | None = None) -> Fig
     return fig
 
 
-# --- boxes that stay visible on the image border (Chapters 3 and 4) -------------------------------
+# --- boxes that stay visible on the image border (Chapters 3 and 4) ---
 
 
-def draw_box(ax, box: Sequence[float], image_size: tuple[int, int], colour: str = "white",
-             width: float = 2.5) -> None:
-    """Draw ``box`` (x0, y0, x1, y1 in pixels, ends exclusive) inset by a few pixels, with a
-    dark outline, so that a box on the image's border stays visible on any map."""
+def draw_box(ax, box: Sequence[float], image_size: tuple[int, int],
+             colour: str = "white", width: float = 2.5) -> None:
+    """Draw ``box`` (x0, y0, x1, y1 in pixels, ends exclusive) inset by a few pixels,
+    with a dark outline, so that a box on the image border stays visible on any map."""
     from matplotlib import patheffects
 
     height, width_px = image_size
@@ -274,20 +274,21 @@ def draw_box(ax, box: Sequence[float], image_size: tuple[int, int], colour: str 
     x0, y0 = max(x0, inset) - 0.5, max(y0, inset) - 0.5
     x1, y1 = min(x1, width_px - inset) - 0.5, min(y1, height - inset) - 0.5
     patch = Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=width, ec=colour)
-    patch.set_path_effects([patheffects.Stroke(linewidth=width + 2.5, foreground="black"),
-                            patheffects.Normal()])
+    outline = patheffects.Stroke(linewidth=width + 2.5, foreground="black")
+    patch.set_path_effects([outline, patheffects.Normal()])
     ax.add_patch(patch)
 
 
 def plot_boxed_maps(photos: Sequence[Tensor], maps: Sequence[Tensor],
                     boxes: Sequence[Sequence[float]], titles: Sequence[str], title: str,
                     columns: int = 4, alpha: float = 0.5) -> Figure:
-    """Maps ``[H, W]`` in [0, 1] over their photos ``[3, H, W]``, each with its box drawn
-    so that it shows on the border too; one colour bar."""
+    """Maps ``[H, W]`` in [0, 1] over their photos ``[3, H, W]``, each with its box
+    drawn so that it shows on the border too; one colour bar."""
     columns = min(columns, len(maps))
     rows = -(-len(maps) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.7 * columns + 0.9, 2.9 * rows + 0.4),
-                             squeeze=False, layout="constrained")
+    figsize = (2.7 * columns + 0.9, 2.9 * rows + 0.4)
+    fig, axes = plt.subplots(rows, columns, figsize=figsize, squeeze=False,
+                             layout="constrained")
     for ax in axes.ravel()[len(maps):]:
         ax.axis("off")
     for ax, photo, heat, box, label in zip(axes.ravel(), photos, maps, boxes, titles):
@@ -300,9 +301,9 @@ def plot_boxed_maps(photos: Sequence[Tensor], maps: Sequence[Tensor],
 
 def plot_display_steps(photo: Tensor, raw: Tensor, scaled: Tensor, region: Tensor,
                        box: Sequence[float], class_name: str, tau: float) -> Figure:
-    """The display pipeline of one map, left to right: the raw signed map ``[h, w]``, its
-    ReLU, the upsampled and min-max scaled map over the photo, and the region above ``tau``
-    (largest connected part filled) with its box."""
+    """The display pipeline of one map, left to right: the raw signed map ``[h, w]``,
+    its ReLU, the upsampled and min-max scaled map over the photo, and the region above
+    ``tau`` (the rest darkened) with its box."""
     fig, axes = plt.subplots(1, 4, figsize=(12.5, 3.6), layout="constrained")
     h, w = raw.shape
     limit = float(raw.abs().max()) or 1.0
@@ -315,8 +316,10 @@ def plot_display_steps(photo: Tensor, raw: Tensor, scaled: Tensor, region: Tenso
     axes[1].set_title("2. ReLU: positive\nevidence only", fontsize=10)
     fig.colorbar(positive, ax=axes[1], shrink=0.7, location="bottom",
                  label="$\\max(M_c, 0)$")
-    shown = show_map(axes[2], photo, scaled, f"3. upsampled, min-max\nscaled: {class_name}")
-    fig.colorbar(shown, ax=axes[2], shrink=0.7, location="bottom", label="$\\tilde M_c$")
+    shown = show_map(axes[2], photo, scaled,
+                     f"3. upsampled, min-max\nscaled: {class_name}")
+    fig.colorbar(shown, ax=axes[2], shrink=0.7, location="bottom",
+                 label="$\\tilde M_c$")
     axes[3].imshow(_image(photo))
     outside = (~region.bool()).float().cpu().numpy()
     axes[3].imshow(outside, cmap="Greys", vmin=0, vmax=1, alpha=0.6 * outside)
@@ -331,8 +334,8 @@ def plot_display_steps(photo: Tensor, raw: Tensor, scaled: Tensor, region: Tenso
 
 def plot_look_then_zoom(scenes, pipeline, class_names: Sequence[str]) -> Figure:
     """Columns are scenes; rows: the scene with its true box (green) and the CAM window
-    (white, drawn inside the border when it covers the whole scene), stage 1's map over the
-    global view, and the crop stage 2 classifies. ``pipeline`` has the fields of
+    (white, drawn inside the border when it covers the whole scene), stage 1's map over
+    the global view, and the crop stage 2 classifies. ``pipeline`` has the fields of
     :class:`cambook.enhance.TwoStage`."""
     import torch.nn.functional as F
 
@@ -356,17 +359,19 @@ def plot_look_then_zoom(scenes, pipeline, class_names: Sequence[str]) -> Figure:
         axes[2, i].set_title(f"stage 2:\n{second}", fontsize=9)
         axes[2, i].axis("off")
     add_colorbar(fig, axes[1].tolist())
-    fig.suptitle("Top: scene, true box (green), CAM window (white). Middle: stage 1's CAM"
-                 " over the global view. Bottom: the crop stage 2 sees.", fontsize=10)
+    fig.suptitle("Top: scene, true box (green), CAM window (white). Middle: stage 1's"
+                 " CAM over the global view. Bottom: the crop stage 2 sees.",
+                 fontsize=10)
     return fig
 
 
 def plot_photo_windows(photos: dict, zooms: dict, class_names: Sequence[str],
                        topk: int = 3) -> Figure:
-    """Each photo with its CAM window (drawn inside the border) and top classes (top row),
-    the window and its classes (bottom row); ``zooms`` from :func:`cambook.zoom.zoom_in`."""
-    fig, axes = plt.subplots(2, len(photos), figsize=(3 * len(photos), 6.4), squeeze=False,
-                             layout="constrained")
+    """Each photo with its CAM window (drawn inside the border) and top classes (top
+    row), the window and its classes (bottom row); ``zooms`` from
+    :func:`cambook.zoom.zoom_in`."""
+    fig, axes = plt.subplots(2, len(photos), figsize=(3 * len(photos), 6.4),
+                             squeeze=False, layout="constrained")
     for i, (name, photo) in enumerate(photos.items()):
         zoom = zooms[name]
         before = "\n".join(class_label(class_names, int(c), float(p))
