@@ -2,7 +2,7 @@
 
 A method is one function from a :class:`MethodInputs` for one layer to raw maps
 ``[B, T, h, w]`` for the T classes asked of each image (before ReLU, upsampling and
-normalisation), added to :data:`METHODS` by one :func:`register` line. The families live beside
+normalisation), added to ``METHODS`` by one :func:`register` line. The families live beside
 this module: :mod:`~camlib.methods.activation` (CAM), :mod:`~camlib.methods.gradient`,
 :mod:`~camlib.methods.eigen` and :mod:`~camlib.methods.perturbation`.
 
@@ -47,9 +47,10 @@ class MethodInputs:
     images: Tensor | None = None  # [B, C, H, W]: the input (needs_forward)
     # images [N, C, H, W] -> logits [N, num_classes], eval mode, no graph (needs_forward)
     forward: Callable[[Tensor], Tensor] | None = None
-    # replacement layer outputs [B, n, K, h, w] -> logits [B, n, num_classes]: the network from
-    # this layer onward, with the layer's output replaced by each of the n variants (needs_tail)
-    tail: Callable[[Tensor], Tensor] | None = None
+    # tail(outputs [n, K, h, w], rows [n]) -> logits [n, num_classes]: the network from this
+    # layer onward, run with row i of the batch's layer output replaced by outputs[i] (the
+    # image it belongs to is rows[i]); a context manager around a series of calls (needs_tail)
+    tail: Callable[[Tensor, Tensor], Tensor] | None = None
     batch_size: int | None = None  # rows per extra forward pass; None: the method decides
     progress: bool = False  # show a progress bar over the extra forward passes
 
@@ -77,7 +78,7 @@ def register(
     needs_tail: bool = False,
     wants_head: bool = False,
 ):
-    """Decorator that adds a method to :data:`METHODS` under ``name``."""
+    """Decorator that adds a method to ``METHODS`` under ``name``."""
 
     def add(compute: Callable[[MethodInputs], Tensor]) -> Callable[[MethodInputs], Tensor]:
         METHODS[name] = Method(
@@ -89,7 +90,15 @@ def register(
 
 
 def get_method(name: object) -> Method:
-    if not isinstance(name, str) or name not in METHODS:
+    """The registered method called ``name``.
+
+    Raises:
+        TypeError: ``name`` is not a string.
+        ValueError: no method of that name is registered.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"method: expected a method name (str), got {type(name).__name__}")
+    if name not in METHODS:
         raise ValueError(f"method: expected one of {list(METHODS)}, got {name!r}")
     return METHODS[name]
 
