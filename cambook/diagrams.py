@@ -50,14 +50,16 @@ def _arrow(ax, start, end, label: str = "", offset=(0.0, 1.2), colour: str = "k"
 
 def plot_cam_schematic(photo: Tensor | None = None, features: Tensor | None = None,
                        heat: Tensor | None = None, shapes: bool = False,
-                       names: Sequence[str] = ("K", "h", "w", "N", "H", "W")) -> Figure:
+                       names: Sequence[str] = ("K", "h", "w", "N", "H", "W"),
+                       note: str = "") -> Figure:
     """CAM as a diagram: feature maps -> GAP -> linear layer -> logits -> softmax (top), and the
     same feature maps weighted by row c of the linear layer and summed into the map (bottom).
 
     ``photo`` ([3, H, W] in [0, 1]), ``features`` (a few feature maps [k, h, w]) and ``heat``
     (the map [h, w] or [H, W]) draw real data where given; otherwise neutral patterns are drawn.
     ``shapes=True`` labels every tensor with its shape, for one image; ``names`` gives the
-    symbols (or numbers) printed for K, h, w, N, H, W.
+    symbols (or numbers) printed for K, h, w, N, H, W; ``note`` is printed under the identity
+    on the dashed link (e.g. where it is proved).
     """
     import numpy as np
 
@@ -117,7 +119,8 @@ def plot_cam_schematic(photo: Tensor | None = None, features: Tensor | None = No
             ha="center", va="top", fontsize=9)
     # the identity that ties the two paths together
     _arrow(ax, (58, 9.5), (62.8, 28.5), "", colour="crimson", dashed=True, style="<|-|>")
-    ax.text(61.5, 19, "mean of $M_c$ + $b_c$ = $S_c$", color="crimson", fontsize=9,
+    ax.text(61.5, 19, "mean of $M_c$ + $b_c$ = $S_c$" + (f"\n({note})" if note else ""),
+            color="crimson", fontsize=9,
             ha="left", va="center")
     # row c of the linear layer feeds the weighted sum
     ax.annotate("", xy=(42, 9), xytext=(55, 29.5), zorder=5,

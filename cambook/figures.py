@@ -83,10 +83,13 @@ def plot_grid(photo: Tensor, maps: Tensor, row_titles: Sequence[str], col_titles
 
 
 def plot_maps(photo: Tensor, maps: Sequence[Tensor], titles: Sequence[str], title: str,
-              signed: bool = False, alpha: float = 0.5, columns: int = 3) -> Figure:
+              signed: bool = False, alpha: float = 0.5, columns: int = 3,
+              shared: bool = False) -> Figure:
     """Maps ``[H, W]`` side by side over one photo. ``signed`` maps keep their sign: a diverging
     colour map centred on zero (red: evidence for the class, blue: against), each map scaled by
-    its largest absolute value."""
+    its largest absolute value, or with ``shared`` all by the largest absolute value of all the
+    maps, so that equal colours mean equal values (the colour bar then shows raw values)."""
+    top = max(float(heat.abs().max()) for heat in maps) or 1.0
     columns = min(columns, len(maps))
     rows = -(-len(maps) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2.8 * columns + 0.8, 3.1 * rows + 0.3), squeeze=False,
@@ -95,7 +98,7 @@ def plot_maps(photo: Tensor, maps: Sequence[Tensor], titles: Sequence[str], titl
         ax.axis("off")
     for ax, heat, label in zip(axes.ravel(), maps, titles):
         if signed:
-            scale = float(heat.abs().max()) or 1.0
+            scale = top if shared else float(heat.abs().max()) or 1.0
             ax.imshow(_image(photo))
             ax.imshow((heat / scale).detach().cpu().numpy(), cmap="RdBu_r", vmin=-1, vmax=1, alpha=alpha)
             ax.set_title(label, fontsize=10)
@@ -103,8 +106,9 @@ def plot_maps(photo: Tensor, maps: Sequence[Tensor], titles: Sequence[str], titl
         else:
             show_map(ax, photo, heat, label, alpha)
     if signed:
-        mappable = ScalarMappable(norm=Normalize(-1, 1), cmap="RdBu_r")
-        fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, label="map / max |map|")
+        limit, label = (top, "map value") if shared else (1, "map / max |map|")
+        mappable = ScalarMappable(norm=Normalize(-limit, limit), cmap="RdBu_r")
+        fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, label=label)
     else:
         add_colorbar(fig, axes.ravel().tolist())
     fig.suptitle(title, fontsize=12)
@@ -272,3 +276,31 @@ METHOD_NAMES = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++",
 def method_name(method: str) -> str:
     """The name a reader knows (``"gradcampp"`` -> ``"Grad-CAM++"``); unknown keys unchanged."""
     return METHOD_NAMES.get(method, method)
+
+
+def plot_deletion(
+    steps: Sequence[Tensor], shown: Sequence[float], curves: dict, title: str,
+) -> Figure:
+    """A deletion run for one image. Top: the image after deleting the ``shown`` fractions of
+    its pixels (``steps``, [3, H, W] each, already in [0, 1]); bottom: the curves of ``curves``
+    (``{label: (fractions [S + 1], P_c [S + 1])}``), each with its area under the curve."""
+    fig = plt.figure(figsize=(8.5, 5.2), layout="constrained")
+    grid = fig.add_gridspec(2, len(steps), height_ratios=[1, 1.6])
+    for i, (image, fraction) in enumerate(zip(steps, shown)):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(_image(image.clamp(0, 1)), interpolation="nearest")
+        ax.set_title(f"{fraction:.0%} deleted", fontsize=9)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[1, :])
+    for label, (fractions, scores) in curves.items():
+        x, y = fractions.cpu().numpy(), scores.cpu().numpy()
+        area = float(((y[1:] + y[:-1]) / 2 * (x[1:] - x[:-1])).sum())
+        line = ax.plot(x, y, marker=".", label=f"{label} (AUC {area:.2f})")[0]
+        ax.fill_between(x, y, alpha=0.12, color=line.get_color())
+    ax.set_xlabel("fraction of pixels deleted or inserted, highest map value first")
+    ax.set_ylabel("class probability $P_c$")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(0, 1)
+    ax.legend(fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    return fig
