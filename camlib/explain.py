@@ -9,9 +9,11 @@ import torch
 from torch import Tensor, nn
 
 from . import checks
+from .backbones import default_layer as family_layer
 from .capture import (
     ActivationRecorder, LayerSwap, find_feature_layer, model_state_preserved, resolve_layers,
 )
+from .layouts import Layout, LayoutOptions, infer_layout
 from .methods import LinearHead, Method, MethodInputs, get_method
 from .postprocess import to_image_maps, zhou_boxes
 
@@ -45,7 +47,8 @@ class Explanation:
 
 @dataclass
 class Capture:
-    """One forward pass: the logits and each recorded layer's output.
+    """One forward pass: the logits and each recorded layer's output, in the layer's own
+    layout; ``layouts`` read each as maps [B, K, h, w] (:meth:`maps`).
 
     When gradients were tracked, the autograd graph from the layers to the logits is alive, and
     :meth:`gradients` computes (and caches) d logit / d layer output for any classes.
@@ -56,13 +59,21 @@ class Capture:
     _cached: tuple[Tensor, dict[str, Tensor]] | None = field(default=None, repr=False)
     images: Tensor | None = field(default=None, repr=False)  # the input, for perturbation methods
     calls: dict[str, int] = field(default_factory=dict)  # which call of each layer was recorded
+    layouts: dict[str, Layout] = field(default_factory=dict)
+
+    def maps(self, layer: str) -> Tensor:
+        """The layer's output as feature maps [B, K, h, w], detached."""
+        output = self.activations[layer].detach()
+        layout = self.layouts.get(layer)
+        return output if layout is None else layout.to_maps(output).contiguous()
 
     @property
     def layers(self) -> list[str]:
         return list(self.activations)
 
     def gradients(self, classes: Tensor) -> dict[str, Tensor]:
-        """``{layer: [B, T, K, h, w]}``: one backward pass per class column, over the head only.
+        """``{layer: [B, T, *output shape]}``, in the layer's layout: one backward pass per
+        class column, over the head only.
 
         Images in a batch are independent in eval mode, so summing the chosen logits over the
         batch gives every image its own gradient in one pass. The graph is kept for later calls.
@@ -124,11 +135,18 @@ class Explainer:
     ``batch_size`` and ``progress`` concern the methods that run the network again (Score-CAM:
     masked images per forward pass, by default 8 on the CPU and 32 elsewhere; Ablation-CAM:
     ablated channels per pass), and whether they show a progress bar.
+
+    ``layout`` says where the channels are in the layers' outputs: ``"channels_first"``
+    [B, K, h, w], ``"channels_last"`` [B, h, w, K] or ``"tokens"`` [B, N, K] (one for all
+    layers, or a dict by layer); by default it is read from the layer and the shape, and an
+    ambiguous shape is an error that asks for it. ``reshape`` (a callable, or a dict by layer)
+    turns a layer's output into [B, K, h, w] for anything else. See :mod:`camlib.layouts`.
     """
 
     def __init__(
         self, model: nn.Module, method: str = "cam", layers: str | Sequence[str] | None = None,
         batch_size: int | None = None, progress: bool = False,
+        layout: str | dict[str, str] | None = None, reshape: object = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -141,6 +159,7 @@ class Explainer:
         self.batch_size = batch_size
         self.progress = bool(progress)
         self.layers: list[str] | None = None if layers is None else resolve_layers(model, layers)
+        self.layout_options = LayoutOptions.checked(layout, reshape, self.layers)
         self._recorder: ActivationRecorder | None = None
         self._heads: dict[str, LinearHead] = {}
         self._inside_block = False
@@ -189,7 +208,10 @@ class Explainer:
                 if missing:
                     raise ValueError(f"layers {missing} did not run in the forward pass")
                 recorded = {name: activations[name] for name in recorder.layer_names}
-                return Capture(logits, recorded, images=images, calls=dict(recorder.calls))
+                layouts = {name: self._layout(name, output, images)
+                           for name, output in recorded.items()}
+                return Capture(logits, recorded, images=images, calls=dict(recorder.calls),
+                               layouts=layouts)
             finally:
                 if not self._inside_block:
                     self.close()
@@ -197,21 +219,29 @@ class Explainer:
     def raw_maps(self, capture: Capture, layer: str, classes: Tensor, method: Method | None = None) -> Tensor:
         """Raw maps [B, T, h, w] of ``layer`` for ``classes`` [B, T] from a capture."""
         method = method or self.method
-        activations = capture.activations[layer]
+        activations = capture.maps(layer)
         logits = capture.logits.detach()
         if (method.needs_forward or method.needs_tail) and capture.images is None:
             raise ValueError(
                 f"method {method.name!r} reruns the network: the capture must hold the images"
             )
         tail = None
+        layout = capture.layouts.get(layer)
         if method.needs_tail:
+            output = capture.activations[layer].detach()
+            restore = None if layout is None or layout.name == "channels_first" else (
+                lambda rows, owners: layout.restore(rows, output[owners]))
             tail = LayerSwap(self.model, layer, capture.calls.get(layer, 1), capture.images,
-                             activations.detach(), logits, logits_of)
+                             output, logits, logits_of, restore=restore)
+        gradients = None
+        if method.needs_gradients:
+            gradients = capture.gradients(classes)[layer]
+            gradients = gradients if layout is None else layout.to_maps(gradients)
         return method.compute(
             MethodInputs(
-                activations=activations.detach(),
+                activations=activations,
                 classes=classes,
-                gradients=capture.gradients(classes)[layer] if method.needs_gradients else None,
+                gradients=gradients,
                 head=self._head(layer, activations, capture.logits, required=method.needs_head)
                 if method.needs_head or method.wants_head else None,
                 logits=logits,
@@ -227,6 +257,11 @@ class Explainer:
         """Logits of a plain forward pass in eval mode, without a graph (hooks left disarmed)."""
         with model_state_preserved(self.model), torch.no_grad():
             return logits_of(self.model(images)).detach()
+
+    def _layout(self, name: str, output: Tensor, images: Tensor) -> Layout:
+        module = dict(self.model.named_modules())[name]
+        return infer_layout(name, module, output, self.model, tuple(images.shape[-2:]),
+                            *self.layout_options.for_layer(name))
 
     def _attached_recorder(self, images: Tensor) -> ActivationRecorder:
         if self._recorder is None:
@@ -254,9 +289,13 @@ _DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDi
 
 
 def default_layer(model: nn.Module, images: Tensor) -> str:
-    """The feature map feeding the global pooling, found once per model by a probe forward pass."""
+    """:func:`camlib.default_layer` for torchvision's families; for any other model the
+    feature map feeding the global pooling, found once per model by a probe forward pass."""
     if model not in _DEFAULT_LAYERS:
-        _DEFAULT_LAYERS[model] = find_feature_layer(model, images)
+        try:
+            _DEFAULT_LAYERS[model] = family_layer(model)
+        except ValueError:
+            _DEFAULT_LAYERS[model] = find_feature_layer(model, images)
     return _DEFAULT_LAYERS[model]
 
 
@@ -296,9 +335,12 @@ def explain(
     topk: int = 1,
     batch_size: int | None = None,
     progress: bool = False,
+    layout: str | dict[str, str] | None = None,
+    reshape: object = None,
 ) -> Explanation:
     """One-shot :class:`Explainer` call: hooks are attached and removed within it."""
     explainer = Explainer(
-        model, method=method, layers=layers, batch_size=batch_size, progress=progress
+        model, method=method, layers=layers, batch_size=batch_size, progress=progress,
+        layout=layout, reshape=reshape,
     )
     return explainer(images, classes=classes, topk=topk)
