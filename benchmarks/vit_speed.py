@@ -1,21 +1,23 @@
-"""What does Grad-CAM on a Vision Transformer cost, next to a plain forward pass and the peers?
+"""What does Grad-CAM on a Vision Transformer cost, next to a plain forward pass and the
+peers?
 
     python benchmarks/vit_speed.py [--batch 1] [--repeats 5] [--json PATH] [--quick]
 
 torchvision's ``vit_b_16`` (random seeded weights; its zero-initialised head drawn from
-N(0, 0.02^2) so that the classes differ), 224 x 224 images, the top-1 class of each image
-(found once beforehand), at the layer the literature uses, the last block's first norm
-``encoder.layers.encoder_layer_11.ln_1`` (tokens [B, 197, 768]). Contenders: a plain forward
-pass without a graph, camlib's Grad-CAM (it reads the tokens as a 14 x 14 grid itself),
-pytorch-grad-cam's GradCAM and torchcam's GradCAM, both with the documented ViT
-``reshape_transform``. All in one process, interleaved: each round calls every contender
-once, starting at a different one each round. Time is the median of the rounds; peak memory
-is measured as in ``speed_memory.py`` (resident set size above the level before the call,
-after the timing). The share of CPU time other processes used during the timing is reported.
-Writes ``benchmarks/results/vit-speed-cpu.json`` unless ``--json`` says otherwise. Always
-exits 0: it is a benchmark; the target (camlib <= 1.2x the plain forward in time and memory)
-is reported, not enforced.
+N(0, 0.02^2) so that the classes differ), 224 x 224 images, the top-1 class of each
+image (found once beforehand), at the layer the literature uses, the last block's first
+norm ``encoder.layers.encoder_layer_11.ln_1`` (tokens [B, 197, 768]). Contenders: a
+plain forward pass without a graph, camlib's Grad-CAM (it reads the tokens as a 14 x 14
+grid itself), pytorch-grad-cam's GradCAM and torchcam's GradCAM, both with the
+documented ViT ``reshape_transform``. All in one process, interleaved: each round calls
+every contender once, starting at a different one each round. Time is the median of the
+rounds; peak memory is measured as in ``speed_memory.py`` (resident set size above the
+level before the call, after the timing). The share of CPU time other processes used
+during the timing is reported. Writes ``benchmarks/results/vit-speed-cpu.json`` unless
+``--json`` says otherwise. Always exits 0: it is a benchmark; the target (camlib <= 1.2x
+the plain forward in time and memory) is reported, not enforced.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +37,14 @@ for path in (ROOT, ROOT / "benchmarks"):
 
 import camlib  # noqa: E402
 from speed_memory import (  # noqa: E402
-    Contender, Glibc, OtherLoad, device_name, measure_peak, run_meta, time_call, write_json,
+    Contender,
+    Glibc,
+    OtherLoad,
+    device_name,
+    measure_peak,
+    run_meta,
+    time_call,
+    write_json,
 )
 
 LAYER = "encoder.layers.encoder_layer_11.ln_1"
@@ -50,7 +59,9 @@ def vit_reshape(tensor: torch.Tensor) -> torch.Tensor:
     return vit_reshape_transform(tensor, 14, 14)
 
 
-def build(model: torch.nn.Module, x: torch.Tensor, top1: torch.Tensor) -> list[Contender]:
+def build(
+    model: torch.nn.Module, x: torch.Tensor, top1: torch.Tensor
+) -> list[Contender]:
     from pytorch_grad_cam import GradCAM as PgcGradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     from torchcam.methods import GradCAM as TcGradCAM
@@ -61,8 +72,11 @@ def build(model: torch.nn.Module, x: torch.Tensor, top1: torch.Tensor) -> list[C
 
     # Each peer keeps hooks on its model while it lives: each gets its own copy.
     pgc_model = copy.deepcopy(model)
-    pgc = PgcGradCAM(model=pgc_model, target_layers=[dict(pgc_model.named_modules())[LAYER]],
-                     reshape_transform=vit_reshape)
+    pgc = PgcGradCAM(
+        model=pgc_model,
+        target_layers=[dict(pgc_model.named_modules())[LAYER]],
+        reshape_transform=vit_reshape,
+    )
     targets = [ClassifierOutputTarget(int(c)) for c in top1]
 
     def pgc_cleanup() -> None:
@@ -81,10 +95,17 @@ def build(model: torch.nn.Module, x: torch.Tensor, top1: torch.Tensor) -> list[C
 
     return [
         Contender(PLAIN, plain, library="torch"),
-        Contender("camlib Grad-CAM", lambda: camlib.explain(model, x, "gradcam", layers=LAYER,
-                                                            classes=top1), library="camlib"),
-        Contender("pytorch-grad-cam GradCAM", lambda: pgc(input_tensor=x, targets=targets),
-                  pgc_cleanup, library="grad-cam"),
+        Contender(
+            "camlib Grad-CAM",
+            lambda: camlib.explain(model, x, "gradcam", layers=LAYER, classes=top1),
+            library="camlib",
+        ),
+        Contender(
+            "pytorch-grad-cam GradCAM",
+            lambda: pgc(input_tensor=x, targets=targets),
+            pgc_cleanup,
+            library="grad-cam",
+        ),
         Contender("torchcam GradCAM", torchcam, tc.reset_hooks, library="torchcam"),
     ]
 
@@ -94,8 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="timing rounds")
     parser.add_argument("--memory-repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/vit-speed-cpu.json")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, no warm-up")
+    parser.add_argument(
+        "--json", type=Path, default=ROOT / "benchmarks/results/vit-speed-cpu.json"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round, no warm-up"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.memory_repeats = 1, 1
@@ -104,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = torchvision.models.vit_b_16(weights=None).eval()
     with torch.no_grad():
-        model.heads.head.weight.normal_(0, 0.02, generator=torch.Generator().manual_seed(1))
+        model.heads.head.weight.normal_(
+            0, 0.02, generator=torch.Generator().manual_seed(1)
+        )
     x = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         top1 = model(x).argmax(dim=1)
@@ -130,26 +157,57 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for c in contenders:
         median_s, peak = statistics.median(c.times_s), statistics.median(c.peaks_bytes)
-        rows.append({"method": c.name, "library": c.library, "median_ms": 1e3 * median_s,
-                     "times_ms": [1e3 * t for t in c.times_s], "x_plain_time": median_s / plain_s,
-                     "peak_mib": peak / MIB, "peaks_mib": [p / MIB for p in c.peaks_bytes],
-                     "x_plain_memory": peak / plain_mem if plain_mem > 0 else None})
+        rows.append(
+            {
+                "method": c.name,
+                "library": c.library,
+                "median_ms": 1e3 * median_s,
+                "times_ms": [1e3 * t for t in c.times_s],
+                "x_plain_time": median_s / plain_s,
+                "peak_mib": peak / MIB,
+                "peaks_mib": [p / MIB for p in c.peaks_bytes],
+                "x_plain_memory": peak / plain_mem if plain_mem > 0 else None,
+            }
+        )
     ours = rows[1]
-    targets = [{"target": f"camlib Grad-CAM {what} <= 1.2x plain forward", "value": ours[key],
-                "limit": 1.2, "passed": ours[key] is not None and ours[key] <= 1.2}
-               for what, key in (("time", "x_plain_time"), ("peak memory", "x_plain_memory"))]
-    meta = run_meta(load, wall, model="vit_b_16 (random weights)", layer=LAYER,
-                    batch=args.batch, size=224, repeats=args.repeats,
-                    device_name=device_name(device), threads=torch.get_num_threads(),
-                    other_processes_cpu_share_during_timing=other_share)
-    print(f"vit_b_16, batch {args.batch}, 224 x 224, {args.repeats} interleaved rounds; other "
-          f"processes used {100 * (other_share or 0):.0f}% of the CPU during the timing")
-    print("| method | median ms | x plain forward | peak MiB | x plain forward memory |")
+    targets = [
+        {
+            "target": f"camlib Grad-CAM {what} <= 1.2x plain forward",
+            "value": ours[key],
+            "limit": 1.2,
+            "passed": ours[key] is not None and ours[key] <= 1.2,
+        }
+        for what, key in (("time", "x_plain_time"), ("peak memory", "x_plain_memory"))
+    ]
+    meta = run_meta(
+        load,
+        wall,
+        model="vit_b_16 (random weights)",
+        layer=LAYER,
+        batch=args.batch,
+        size=224,
+        repeats=args.repeats,
+        device_name=device_name(device),
+        threads=torch.get_num_threads(),
+        other_processes_cpu_share_during_timing=other_share,
+    )
+    print(
+        f"vit_b_16, batch {args.batch}, 224 x 224, {args.repeats} interleaved rounds; "
+        f"other processes used {100 * (other_share or 0):.0f}% of the CPU during the "
+        "timing"
+    )
+    print(
+        "| method | median ms | x plain forward | peak MiB | x plain forward memory |"
+    )
     print("|---|---:|---:|---:|---:|")
     for row in rows:
-        memory = "n/a" if row["x_plain_memory"] is None else f"{row['x_plain_memory']:.2f}"
-        print(f"| {row['method']} | {row['median_ms']:.0f} | {row['x_plain_time']:.2f} | "
-              f"{row['peak_mib']:.1f} | {memory} |")
+        memory = (
+            "n/a" if row["x_plain_memory"] is None else f"{row['x_plain_memory']:.2f}"
+        )
+        print(
+            f"| {row['method']} | {row['median_ms']:.0f} | {row['x_plain_time']:.2f} | "
+            f"{row['peak_mib']:.1f} | {memory} |"
+        )
     for target in targets:
         print(("PASS" if target["passed"] else "FAIL") + f": {target['target']}")
     if not args.quick or args.json != parser.get_default("json"):

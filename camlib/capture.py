@@ -32,8 +32,9 @@ def find_feature_layer(model: nn.Module, images: Tensor) -> str:
 
     For a network of the form ``features -> global pooling -> classifier`` this is the feature
     map that feeds the pooling. Among modules that finish together (a block and its last child),
-    the outermost one is chosen because its hook fires last. If token outputs [B, N, K] come
-    after it (a transformer, whose last 4-D map is its patch embedding), a ValueError.
+    the outermost one is chosen because its hook fires last. If token outputs [B, N, K]
+    come after it (a transformer, whose last 4-D map is its patch embedding), a
+    ValueError.
     """
     last: list[str] = []
     tokens: list[tuple[str, tuple[int, ...]]] = []
@@ -43,8 +44,9 @@ def find_feature_layer(model: nn.Module, images: Tensor) -> str:
             if isinstance(output, Tensor) and output.ndim == 4 and output.shape[-2:].numel() > 1:
                 last[:] = [name]
                 tokens.clear()
-            elif isinstance(output, Tensor) and output.ndim == 3 and output.shape[1] > 1:
-                tokens[:] = [(name, tuple(output.shape))]
+            elif isinstance(output, Tensor) and output.ndim == 3:
+                if output.shape[1] > 1:
+                    tokens[:] = [(name, tuple(output.shape))]
         return hook
 
     handles = [m.register_forward_hook(remember(n)) for n, m in model.named_modules() if n]
@@ -59,15 +61,15 @@ def find_feature_layer(model: nn.Module, images: Tensor) -> str:
     if tokens:
         raise ValueError(
             f"the last 4-D feature map is {last[0]!r}, but later layers output tokens "
-            f"(e.g. {tokens[0][0]!r}, {tokens[0][1]}): a transformer. Pass layers=[...], "
-            "usually the last block's first norm"
+            f"(e.g. {tokens[0][0]!r}, {tokens[0][1]}): a transformer. Pass "
+            "layers=[...], usually the last block's first norm"
         )
     return last[0]
 
 
 class ActivationRecorder:
-    """Keeps the latest output of each named layer while ``armed``, in the layer's own layout
-    (see :mod:`camlib.layouts`, which reads it as maps).
+    """Keeps the latest output of each named layer while ``armed``, in the layer's own
+    layout (see :mod:`camlib.layouts`, which reads it as maps).
 
     The recorded value is the layer's output as it was returned, even if the network later
     changes that tensor in place. With ``track_gradients``, the first recorded layer becomes the
@@ -102,8 +104,8 @@ class ActivationRecorder:
             self.calls[name] = self.calls.get(name, 0) + 1
             if not isinstance(output, Tensor):
                 raise ValueError(
-                    f"layer {name!r}: expected a tensor as output ([B, K, h, w], [B, h, w, K] "
-                    f"or tokens [B, N, K]), got {type(output).__name__}"
+                    f"layer {name!r}: expected a tensor as output ([B, K, h, w], "
+                    f"[B, h, w, K] or tokens [B, N, K]), got {type(output).__name__}"
                 )
             if self.track_gradients:
                 if not output.requires_grad:
@@ -139,8 +141,7 @@ class LayerSwap:
     """The network from one layer onward: logits for replacement outputs of that layer.
 
     ``swap(rows, owners)`` with rows [R, K, h, w], replacement outputs of the layer, and owners
-    [R], the image each row belongs to, returns logits [R, num_classes]; ``restore`` puts the
-    rows back into the layer's own layout first (channels-last, tokens). A pass replaces the
+    [R], the image each row belongs to, returns logits [R, num_classes]. A pass replaces the
     layer's output (at its ``call``-th call, the one that was recorded) by the rows; the layers
     before it run on an empty batch, so they cost nothing: the price is the network from the
     layer onward. Before the first pass, one check: the recorded output alone must reproduce
@@ -148,12 +149,16 @@ class LayerSwap:
     meets the larger batch), every pass from then on runs the whole network on each row's
     image, ``max_rows`` rows at a time, and ``mode`` becomes ``"full"``; if even that does not
     reproduce the logits, a ValueError.
+
+    ``restore`` puts the rows back into the layer's own layout first (channels-last,
+    tokens; see :mod:`camlib.layouts`).
     """
 
     def __init__(self, model: nn.Module, layer: str, call: int, images: Tensor, activations: Tensor,
                  logits: Tensor, to_logits, max_rows: int = 64, restore=None) -> None:
         self.model, self.layer, self.call = model, layer, call
-        self.restore = restore  # (rows [R, K, h, w], owners [R]) -> rows in the layer's layout
+        # (rows [R, K, h, w], owners [R]) -> rows in the layer's own layout
+        self.restore = restore
         self.module = dict(model.named_modules())[layer]
         self.images, self.activations, self.logits = images, activations, logits
         self.to_logits = to_logits

@@ -72,8 +72,8 @@ class Capture:
         return list(self.activations)
 
     def gradients(self, classes: Tensor) -> dict[str, Tensor]:
-        """``{layer: [B, T, *output shape]}``, in the layer's layout: one backward pass per
-        class column, over the head only.
+        """``{layer: [B, T, *output shape]}``, in the layer's layout: one backward pass
+        per class column, over the head only.
 
         Images in a batch are independent in eval mode, so summing the chosen logits over the
         batch gives every image its own gradient in one pass. The graph is kept for later calls.
@@ -137,10 +137,11 @@ class Explainer:
     ablated channels per pass), and whether they show a progress bar.
 
     ``layout`` says where the channels are in the layers' outputs: ``"channels_first"``
-    [B, K, h, w], ``"channels_last"`` [B, h, w, K] or ``"tokens"`` [B, N, K] (one for all
-    layers, or a dict by layer); by default it is read from the layer and the shape, and an
-    ambiguous shape is an error that asks for it. ``reshape`` (a callable, or a dict by layer)
-    turns a layer's output into [B, K, h, w] for anything else. See :mod:`camlib.layouts`.
+    [B, K, h, w], ``"channels_last"`` [B, h, w, K] or ``"tokens"`` [B, N, K] (one for
+    all layers, or a dict by layer); by default it is read from the layer and the shape,
+    and an ambiguous shape is an error that asks for it. ``reshape`` (a callable, or a
+    dict by layer) turns a layer's output into [B, K, h, w] for anything else. See
+    :mod:`camlib.layouts`.
     """
 
     def __init__(
@@ -210,7 +211,8 @@ class Explainer:
                 recorded = {name: activations[name] for name in recorder.layer_names}
                 layouts = {name: self._layout(name, output, images)
                            for name, output in recorded.items()}
-                return Capture(logits, recorded, images=images, calls=dict(recorder.calls),
+                calls = dict(recorder.calls)
+                return Capture(logits, recorded, images=images, calls=calls,
                                layouts=layouts)
             finally:
                 if not self._inside_block:
@@ -290,7 +292,8 @@ _DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDi
 
 def default_layer(model: nn.Module, images: Tensor) -> str:
     """:func:`camlib.default_layer` for torchvision's families; for any other model the
-    feature map feeding the global pooling, found once per model by a probe forward pass."""
+    feature map feeding the global pooling, found once per model by a probe forward
+    pass."""
     if model not in _DEFAULT_LAYERS:
         try:
             _DEFAULT_LAYERS[model] = family_layer(model)

@@ -39,7 +39,8 @@ class LinearHead:
 class MethodInputs:
     """What a method may use; optional fields are filled for methods registered as needing them."""
 
-    activations: Tensor  # [B, K, h, w]: the layer's K feature maps f_k, whatever its layout
+    # [B, K, h, w]: the layer's K feature maps f_k, whatever the layer's own layout
+    activations: Tensor
     classes: Tensor  # [B, T]: T classes c per image
     gradients: Tensor | None = None  # [B, T, K, h, w]: d S_c / d f_k
     head: LinearHead | None = None  # needs_head; or wants_head, when the layer feeds one

@@ -85,10 +85,11 @@ def ablationcam(inputs: MethodInputs) -> Tensor:
     channel that is already all zero changes nothing when zeroed: its weight is 0 without a
     pass. Where ``S_c = 0`` the weights are 0.
 
-    On a channels-last or token layer (see :mod:`camlib.layouts`) the ablated maps are put back
-    into the layer's own layout before the rest of the network runs: for tokens, channel ``k``
-    is zeroed in every patch token. The class token (and any register token) is kept
-    unchanged: it is no position of the map, so it is not ablated and not part of the map.
+    On a channels-last or token layer (see :mod:`camlib.layouts`) the ablated maps are
+    put back into the layer's own layout before the rest of the network runs: for
+    tokens, channel ``k`` is zeroed in every patch token. The class token (and any
+    register token) is kept unchanged: it is no position of the map, so it is not
+    ablated and not part of the map.
     """
     assert inputs.tail is not None and inputs.logits is not None
     f, classes = inputs.activations, inputs.classes
