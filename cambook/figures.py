@@ -58,7 +58,7 @@ def plot_top_classes(
         axes[b, 0].set_title(photo_titles[b] if photo_titles else "photo", fontsize=10)
         axes[b, 0].axis("off")
         for j in range(k):
-            label = class_label(class_names, int(exp.classes[b, j]), float(exp.scores[b, j]))
+            label = class_label(class_names, int(exp.classes[b, j]), float(exp.probabilities[b, j]))
             box = all_boxes[b, j].tolist() if all_boxes is not None else None
             show_map(axes[b, j + 1], photos[b], exp.maps[b, j], f"{j + 1}. {label}", alpha, box)
     add_colorbar(fig, axes.ravel().tolist())

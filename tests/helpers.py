@@ -99,4 +99,11 @@ CASES = [
     ("unknown method", dict(method="scorecam2"), ValueError, r"method: expected one of \['cam', 'gradcam'.*got 'scorecam2'"),
     ("topk zero", dict(topk=0), ValueError, r"topk: expected a positive int, got 0"),
     ("topk too large", dict(topk=6), ValueError, r"at most 5.*got 6"),
+    ("topk not an int", dict(topk=2.0), TypeError, r"topk: expected a positive int, got float"),
+    ("classes with topk", dict(classes=1, topk=2), ValueError, r"classes and topk: pass one"),
+    ("method not a str", dict(method=3), TypeError, r"method: expected a method name \(str\)"),
+    ("batch_size not an int", dict(batch_size="8"), TypeError, r"batch_size: expected None"),
+    ("layers not a name", dict(layers=3), TypeError, r"layers: expected a module name"),
+    ("a module of another model", dict(layers=nn.Conv2d(3, 3, 1)), ValueError,
+     r"Conv2d given is not a submodule of this model"),
 ]

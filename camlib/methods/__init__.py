@@ -1,4 +1,4 @@
-"""The CAM family, one module per family, all joined in one registry (:data:`METHODS`).
+"""The CAM family, one module per family, all joined in one registry (``METHODS``).
 
 Adding a method is one function and one :func:`register` line in the module of its family.
 """

@@ -8,11 +8,19 @@ from .base import MethodInputs, register, weighted_sum
 
 @register("cam", needs_head=True)
 def cam(inputs: MethodInputs) -> Tensor:
-    """Zhou et al. (2016): ``M_c(x, y) = sum_k w_k^c f_k(x, y)``, all T classes in one
-    einsum.
+    r"""CAM, Zhou et al. (2016): the classifier's weights applied to the feature maps.
 
-    ``w^c`` is row ``c`` of the linear classifier that follows global average pooling,
-    so the spatial mean of ``M_c`` plus the bias is exactly the logit of class ``c``.
+    .. math:: M_c(i, j) = \sum_k w^c_k\, f_k(i, j)
+
+    :math:`w^c` is row :math:`c` of the linear classifier that follows global average
+    pooling, so :math:`\frac{1}{hw}\sum_{i,j} M_c(i, j) + b_c = S_c`: the map's mean plus the
+    bias is the logit. All T classes in one einsum.
+
+    Args:
+        inputs: the layer's activations ``[B, K, h, w]``, the GAP + linear head and the classes ``[B, T]``.
+
+    Returns:
+        Raw maps ``[B, T, h, w]``, one per class asked of each image.
     """
     assert inputs.head is not None
     class_weights = inputs.head.weight[inputs.classes]  # [B, T, K]

@@ -2,7 +2,7 @@
 
 A method is one function from a :class:`MethodInputs` for one layer to raw maps
 ``[B, T, h, w]`` for the T classes asked of each image (before ReLU, upsampling and
-normalisation), added to :data:`METHODS` by one :func:`register` line. The families live beside
+normalisation), added to ``METHODS`` by one :func:`register` line. The families live beside
 this module: :mod:`~camlib.methods.activation` (CAM), :mod:`~camlib.methods.gradient`,
 :mod:`~camlib.methods.eigen` and :mod:`~camlib.methods.perturbation`.
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,10 @@ class MethodInputs:
     images: Tensor | None = None  # [B, C, H, W]: the input (needs_forward)
     # images [N, C, H, W] -> logits [N, num_classes], eval mode, no graph (needs_forward)
     forward: Callable[[Tensor], Tensor] | None = None
-    # replacement layer outputs [B, n, K, h, w] -> logits [B, n, num_classes]: the network from
-    # this layer onward, with the layer's output replaced by each of the n variants (needs_tail)
-    tail: Callable[[Tensor], Tensor] | None = None
+    # tail(outputs [n, K, h, w], rows [n]) -> logits [n, num_classes]: the network from this
+    # layer onward, run with row i of the batch's layer output replaced by outputs[i] (the
+    # image it belongs to is rows[i]); a context manager around a series of calls (needs_tail)
+    tail: Callable[[Tensor, Tensor], Tensor] | None = None
     batch_size: int | None = None  # rows per extra forward pass; None: the method decides
     progress: bool = False  # show a progress bar over the extra forward passes
 
@@ -78,7 +79,7 @@ def register(
     needs_tail: bool = False,
     wants_head: bool = False,
 ):
-    """Decorator that adds a method to :data:`METHODS` under ``name``."""
+    """Decorator that adds a method to ``METHODS`` under ``name``."""
 
     def add(compute: Callable[[MethodInputs], Tensor]) -> Callable[[MethodInputs], Tensor]:
         METHODS[name] = Method(
@@ -90,7 +91,15 @@ def register(
 
 
 def get_method(name: object) -> Method:
-    if not isinstance(name, str) or name not in METHODS:
+    """The registered method called ``name``.
+
+    Raises:
+        TypeError: ``name`` is not a string.
+        ValueError: no method of that name is registered.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"method: expected a method name (str), got {type(name).__name__}")
+    if name not in METHODS:
         raise ValueError(f"method: expected one of {list(METHODS)}, got {name!r}")
     return METHODS[name]
 
@@ -98,3 +107,30 @@ def get_method(name: object) -> Method:
 def weighted_sum(activations: Tensor, channel_weights: Tensor) -> Tensor:
     """``M_c = sum_k w_k^c f_k``: activations [B, K, h, w], weights [B, T, K] -> [B, T, h, w]."""
     return torch.einsum("bkhw,btk->bthw", activations, channel_weights)
+
+
+def find_linear_head(model: nn.Module, layer: str, features: Tensor, logits: Tensor) -> LinearHead:
+    """The linear classifier that maps GAP(features) to the logits, checked on this batch."""
+    channels, num_classes = features.shape[1], logits.shape[1]
+    candidates = [
+        m for m in model.modules()
+        if isinstance(m, nn.Linear) and m.in_features == channels and m.out_features == num_classes
+    ]
+    if candidates:
+        layer_module = candidates[-1]
+        scale = logits.detach().abs().amax().clamp_min(1.0)
+        for relu_first in (False, True):
+            head = LinearHead(layer_module.weight.detach(), _detached(layer_module.bias), relu_first)
+            pooled = head.pooled_features(features.detach()).mean(dim=(-2, -1))
+            predicted = torch.nn.functional.linear(pooled, head.weight, head.bias)
+            if bool((predicted - logits.detach()).abs().amax() <= 1e-3 * scale):
+                return head
+    raise ValueError(
+        f"method 'cam' needs layer {layer!r} to feed global average pooling and then one linear "
+        f"classifier ({channels} -> {num_classes} classes); this model's head is not of that form. "
+        "Use method='gradcam', which works for any differentiable head."
+    )
+
+
+def _detached(tensor: Tensor | None) -> Tensor | None:
+    return None if tensor is None else tensor.detach()

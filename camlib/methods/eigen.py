@@ -10,9 +10,13 @@ from .base import MethodInputs, register
 def first_component(activations: Tensor, centre: bool = False) -> Tensor:
     """Projection of each position's K-vector onto the first right singular vector.
 
-    activations [B, K, h, w] -> [B, h, w]; ``X`` is the [h w, K] matrix of one image,
-    ``v_1`` the first right singular vector of ``X`` (of ``X - mean`` with ``centre``), the result
-    ``X v_1``, with the sign left as the SVD returns it.
+    Args:
+        activations: ``[B, K, h, w]``; one image's ``X`` is its ``[hw, K]`` matrix.
+        centre: subtract the mean over positions from ``X`` first.
+
+    Returns:
+        ``[B, h, w]``: :math:`X v_1` with :math:`v_1` the first right singular vector of
+        :math:`X`, its sign as the SVD returns it.
     """
     x = activations.flatten(2).transpose(1, 2)  # [B, hw, K]
     if centre:
@@ -25,12 +29,22 @@ def first_component(activations: Tensor, centre: bool = False) -> Tensor:
 
 @register("eigencam")
 def eigencam(inputs: MethodInputs) -> Tensor:
-    """Eigen-CAM, Muhammad & Yeasin (2020): activations projected on their first component.
+    r"""Eigen-CAM, Muhammad & Yeasin (2020): the activations projected on their first
+    principal direction.
 
-    ``M = X v_1`` where ``X`` is the [h w, K] matrix of ``f`` and ``v_1`` its first right singular
-    vector, as in the paper (not centred; pytorch-grad-cam centres ``X`` first). An SVD fixes
-    ``v_1`` only up to sign; the sign is chosen so that ``M`` correlates positively with
-    ``sum_k f_k``. Class-agnostic: every class asked gets the same map.
+    .. math:: M = X v_1
+
+    :math:`X` is the :math:`hw \times K` matrix of the activations and :math:`v_1` its first
+    right singular vector, as in the paper (not centred; pytorch-grad-cam centres :math:`X`
+    first). An SVD fixes :math:`v_1` only up to sign; the sign is chosen so that :math:`M`
+    correlates positively with :math:`\sum_k f_k`. Class-agnostic: every class asked gets
+    the same map.
+
+    Args:
+        inputs: the layer's activations ``[B, K, h, w]`` and the classes ``[B, T]``.
+
+    Returns:
+        Raw maps ``[B, T, h, w]``, one per class asked of each image.
     """
     projection = first_component(inputs.activations)  # [B, h, w]
     total = inputs.activations.sum(dim=1)

@@ -9,12 +9,22 @@ from .base import MethodInputs, register, weighted_sum
 
 @register("gradcam", needs_gradients=True)
 def gradcam(inputs: MethodInputs) -> Tensor:
-    """Selvaraju et al. (2017): channel weights are the spatially averaged gradients of
-    the logit.
+    r"""Grad-CAM, Selvaraju et al. (2017): channel weights are the spatially averaged
+    gradients of the class score.
 
-    ``alpha_k^c = mean_{x,y} d S_c / d f_k(x, y)`` and ``M_c = sum_k alpha_k^c f_k``.
-    For a GAP + linear head the gradient is ``w_k^c / (h w)`` everywhere, so
-    Grad-CAM = CAM / (h w).
+    .. math::
+
+        \alpha^c_k = \frac{1}{hw}\sum_{i,j} g^c_k(i, j), \qquad
+        M_c = \sum_k \alpha^c_k f_k, \qquad g^c_k = \frac{\partial S_c}{\partial f_k}
+
+    For a layer that feeds GAP + linear, :math:`g^c_k = w^c_k / (hw)` everywhere, so
+    Grad-CAM = CAM / :math:`hw`.
+
+    Args:
+        inputs: the layer's activations ``[B, K, h, w]``, the gradients ``[B, T, K, h, w]`` and the classes ``[B, T]``.
+
+    Returns:
+        Raw maps ``[B, T, h, w]``, one per class asked of each image.
     """
     assert inputs.gradients is not None
     channel_weights = inputs.gradients.mean(dim=(-2, -1))  # [B, T, K]
@@ -23,13 +33,27 @@ def gradcam(inputs: MethodInputs) -> Tensor:
 
 @register("gradcampp", needs_gradients=True)
 def gradcampp(inputs: MethodInputs) -> Tensor:
-    """Grad-CAM++, Chattopadhay et al. (2018), in closed form under the exponential assumption.
+    r"""Grad-CAM++, Chattopadhay et al. (2018), in closed form under the exponential
+    assumption :math:`Y_c = e^{S_c}`.
 
-    With ``Y_c = exp(S_c)`` the higher derivatives of ``Y_c`` are powers of ``g = d S_c / d f_k``
-    (times ``Y_c``), and the pixel weights become
-    ``alpha_k^c(x, y) = g^2 / (2 g^2 + sum_{a,b} f_k(a, b) g^3)`` (0 where ``g = 0``);
-    ``w_k^c = sum_{x,y} alpha_k^c(x, y) relu(g(x, y))`` and ``M_c = sum_k w_k^c f_k``. The common
-    factor ``Y_c`` of the weights is dropped: it scales the map, not its shape.
+    The higher derivatives of :math:`Y_c` are then powers of :math:`g = g^c_k(i, j)` times
+    :math:`Y_c`, and
+
+    .. math::
+
+        a^c_k(i, j) = \frac{g^2}{2 g^2 + \sum_{a,b} f_k(a, b)\, g^3}, \qquad
+        \alpha^c_k = \sum_{i,j} a^c_k(i, j)\, \max(g^c_k(i, j), 0), \qquad
+        M_c = \sum_k \alpha^c_k f_k
+
+    (:math:`a = 0` where :math:`g = 0`). The common factor :math:`Y_c` is dropped: it scales
+    the map, not its shape. At a layer that feeds GAP + linear, :math:`g` is the same at every
+    position, so the pixel weights are uniform too.
+
+    Args:
+        inputs: the layer's activations ``[B, K, h, w]``, the gradients ``[B, T, K, h, w]`` and the classes ``[B, T]``.
+
+    Returns:
+        Raw maps ``[B, T, h, w]``, one per class asked of each image.
     """
     assert inputs.gradients is not None
     g = inputs.gradients  # [B, T, K, h, w]
@@ -44,10 +68,21 @@ def gradcampp(inputs: MethodInputs) -> Tensor:
 
 @register("xgradcam", needs_gradients=True)
 def xgradcam(inputs: MethodInputs) -> Tensor:
-    """XGrad-CAM, Fu et al. (2020): ``w_k^c = sum_{x,y} f_k g_k / sum_{x,y} f_k``.
+    r"""XGrad-CAM, Fu et al. (2020): gradients weighted by the activations.
 
-    ``M_c = sum_k w_k^c f_k``; a channel whose activations sum to 0 gets weight 0. For a GAP +
-    linear head ``g_k = w_k^c / (h w)`` everywhere, so XGrad-CAM = Grad-CAM = CAM / (h w).
+    .. math::
+
+        \alpha^c_k = \frac{\sum_{i,j} f_k(i, j)\, g^c_k(i, j)}{\sum_{i,j} f_k(i, j)},
+        \qquad M_c = \sum_k \alpha^c_k f_k
+
+    A channel whose activations sum to 0 gets weight 0. At a layer that feeds GAP + linear,
+    XGrad-CAM = Grad-CAM = CAM / :math:`hw`.
+
+    Args:
+        inputs: the layer's activations ``[B, K, h, w]``, the gradients ``[B, T, K, h, w]`` and the classes ``[B, T]``.
+
+    Returns:
+        Raw maps ``[B, T, h, w]``, one per class asked of each image.
     """
     assert inputs.gradients is not None
     f = inputs.activations
@@ -60,16 +95,34 @@ def xgradcam(inputs: MethodInputs) -> Tensor:
 
 @register("layercam", needs_gradients=True)
 def layercam(inputs: MethodInputs) -> Tensor:
-    """LayerCAM, Jiang et al. (2021): each position weighs itself, ``M_c = sum_k relu(g_k) f_k``."""
+    r"""LayerCAM, Jiang et al. (2021): each position weighs itself by its positive gradient.
+
+    .. math:: M_c(i, j) = \sum_k \max(g^c_k(i, j), 0)\, f_k(i, j)
+
+    Args:
+        inputs: the layer's activations ``[B, K, h, w]``, the gradients ``[B, T, K, h, w]`` and the classes ``[B, T]``.
+
+    Returns:
+        Raw maps ``[B, T, h, w]``, one per class asked of each image.
+    """
     assert inputs.gradients is not None
     return torch.einsum("bkhw,btkhw->bthw", inputs.activations, inputs.gradients.clamp_min(0))
 
 
 @register("hirescam", needs_gradients=True)
 def hirescam(inputs: MethodInputs) -> Tensor:
-    """HiResCAM, Draelos & Carin (2020): ``M_c = sum_k g_k * f_k``, gradient times activation.
+    r"""HiResCAM, Draelos & Carin (2020): gradient times activation, position by position.
 
-    For a GAP + linear head its spatial sum is ``S_c - b_c``; there it equals CAM / (h w).
+    .. math:: M_c(i, j) = \sum_k g^c_k(i, j)\, f_k(i, j)
+
+    At a layer that feeds GAP + linear its sum over positions is :math:`S_c - b_c`, and it
+    equals CAM / :math:`hw`.
+
+    Args:
+        inputs: the layer's activations ``[B, K, h, w]``, the gradients ``[B, T, K, h, w]`` and the classes ``[B, T]``.
+
+    Returns:
+        Raw maps ``[B, T, h, w]``, one per class asked of each image.
     """
     assert inputs.gradients is not None
     return torch.einsum("bkhw,btkhw->bthw", inputs.activations, inputs.gradients)

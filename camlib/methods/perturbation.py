@@ -31,11 +31,17 @@ def scorecam(inputs: MethodInputs) -> Tensor:
         M_c = \sum_k w_k^c f_k
 
     (softmax over the K channels). That is K forward passes per image, run ``batch_size``
-    masked images at a time (default :data:`SCORE_BATCH`), so the B x K masked images never
+    masked images at a time (default ``SCORE_BATCH``, 16), so the B x K masked images never
     exist at once. A constant channel gives an all-zero mask, hence the same all-zero image for
     every such channel of every image: it is scored once. The masked images keep the memory
     format of the input (pass channels-last images to a channels-last model to run the passes
     in that layout).
+
+    Args:
+        inputs: the layer's activations ``[B, K, h, w]``, the images and a forward function and the classes ``[B, T]``.
+
+    Returns:
+        Raw maps ``[B, T, h, w]``, one per class asked of each image.
     """
     assert inputs.images is not None and inputs.forward is not None and inputs.logits is not None
     f, images, classes = inputs.activations, inputs.images, inputs.classes
@@ -74,22 +80,33 @@ def memory_format_of(images: Tensor) -> torch.memory_format:
 
 @register("ablationcam", needs_tail=True, wants_head=True)
 def ablationcam(inputs: MethodInputs) -> Tensor:
-    """Ablation-CAM, Desai & Ramaswamy (2020): ``w_k^c = (S_c - S_c^{(k)}) / S_c``.
+    r"""Ablation-CAM, Desai & Ramaswamy (2020): a channel's weight is the share of the class
+    score lost when it is zeroed.
 
-    ``M_c = sum_k w_k^c f_k``; ``S_c^{(k)}`` is the class score with channel ``k`` of the layer
-    set to zero. Where the layer feeds global average pooling and one linear layer (checked on
-    the batch, as for CAM), zeroing ``f_k`` lowers ``S_c`` by exactly ``w_k^c mean(f_k)``, so
-    every ablation is computed in closed form, with no extra pass (:func:`closed_form_drops`).
+    .. math::
+
+        \alpha^c_k = \frac{S_c - S_c^{(k)}}{S_c}, \qquad M_c = \sum_k \alpha^c_k f_k
+
+    :math:`S_c^{(k)}` is the class score with channel :math:`k` of the layer set to zero.
+    Where the layer feeds global average pooling and one linear layer (checked on the batch,
+    as for CAM), zeroing :math:`f_k` lowers :math:`S_c` by exactly :math:`w^c_k F_k`, so every
+    ablation is computed in closed form, with no extra pass (:func:`closed_form_drops`).
     Elsewhere the network runs from the layer onward on the ablated copies, ``batch_size`` per
-    image at a time (by default about 16 MiB of them per pass, which stays in cache). A
-    channel that is already all zero changes nothing when zeroed: its weight is 0 without a
-    pass. Where ``S_c = 0`` the weights are 0.
+    image at a time (by default about 16 MiB of them per pass). A channel that is already all
+    zero changes nothing when zeroed: its weight is 0 without a pass. Where :math:`S_c = 0` the
+    weights are 0.
 
     On a channels-last or token layer (see :mod:`camlib.layouts`) the ablated maps are
     put back into the layer's own layout before the rest of the network runs: for
-    tokens, channel ``k`` is zeroed in every patch token. The class token (and any
+    tokens, channel :math:`k` is zeroed in every patch token. The class token (and any
     register token) is kept unchanged: it is no position of the map, so it is not
     ablated and not part of the map.
+
+    Args:
+        inputs: the layer's activations ``[B, K, h, w]``, the logits and the network's tail and the classes ``[B, T]``.
+
+    Returns:
+        Raw maps ``[B, T, h, w]``, one per class asked of each image.
     """
     assert inputs.tail is not None and inputs.logits is not None
     f, classes = inputs.activations, inputs.classes

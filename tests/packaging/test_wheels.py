@@ -4,6 +4,7 @@ virtual environment and import from there, not from this checkout."""
 from __future__ import annotations
 
 import email
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -19,8 +20,15 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("wheels")
+    source = tmp_path_factory.mktemp("source")  # a copy: building in place leaves build/
+    ignore = shutil.ignore_patterns("__pycache__", "build", "*.egg-info")
+    for name in ("camlib", "cambook"):
+        shutil.copytree(ROOT / name, source / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "--no-build-isolation", "-w", str(out), str(ROOT), str(ROOT / "cambook")],
+                    "--no-build-isolation", "-w", str(out), str(source),
+                    str(source / "cambook")],
                    check=True, capture_output=True, timeout=300)
     found = {path.name.split("-")[0]: path for path in out.glob("*.whl")}
     assert set(found) == {"camlib", "cambook"}, found

@@ -26,7 +26,7 @@ def test_unambiguous_photos_get_their_class(lite0, photos, name: int, label: str
     _, inputs = photos
     exp = camlib.explain(lite0, inputs[name : name + 1], topk=1)
     assert imagenet_classes()[exp.classes[0, 0]] == label
-    assert exp.scores[0, 0].item() > 0.5
+    assert exp.probabilities[0, 0].item() > 0.5
 
 
 def test_photos_are_rgb_in_unit_range(photos) -> None:

@@ -62,7 +62,7 @@ def test_scores_are_softmax_probabilities_of_the_chosen_classes() -> None:
     probabilities = torch.softmax(net(images), dim=1)
     top = probabilities.topk(2, dim=1)
     torch.testing.assert_close(exp.classes, top.indices)
-    torch.testing.assert_close(exp.scores, top.values)
+    torch.testing.assert_close(exp.probabilities, top.values)
 
 
 @pytest.mark.parametrize("method", ["cam", "gradcam"])

@@ -103,3 +103,62 @@ def test_bad_input_is_rejected_and_the_model_is_untouched(method, description, k
     with pytest.raises(error, match=pattern):
         camlib.explain(net, **{"images": GOOD, "method": method, **kwargs})
     assert_unchanged(net, before)
+
+
+def test_layers_may_be_names_modules_or_a_mix() -> None:
+    net = make_gapnet(3)
+    images = random_images(3, batch=2)
+    by_name = camlib.explain(net, images, method="gradcam", layers=["features.2", "features.4"])
+    by_module = camlib.explain(net, images, method="gradcam",
+                               layers=[net.features[2], net.features[4]])
+    mixed = camlib.explain(net, images, method="gradcam", layers=[net.features[2], "features.4"])
+    single = camlib.explain(net, images, method="gradcam", layers=net.features[4])
+    assert by_module.layers == mixed.layers == ["features.2", "features.4"]
+    assert single.layers == ["features.4"]
+    for other in (by_module, mixed):
+        for layer in by_name.layers:
+            torch.testing.assert_close(other.raw[layer], by_name.raw[layer])
+
+
+def test_the_default_method_is_gradcam_whose_maps_are_cams_on_a_gap_layer() -> None:
+    """Grad-CAM = CAM / (h w) at a layer feeding GAP + linear, so the displayed maps agree."""
+    net = make_gapnet(4)
+    images = random_images(4, batch=3)
+    default = camlib.explain(net, images, topk=2)
+    cam = camlib.explain(net, images, method="cam", topk=2)
+    assert default.method == "gradcam"
+    h, w = cam.raw["features"].shape[-2:]
+    torch.testing.assert_close(default.raw["features"] * (h * w), cam.raw["features"],
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(default.maps, cam.maps, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["cam", "scorecam", "ablationcam", "eigencam"])
+def test_methods_without_gradients_run_under_inference_mode(method: str) -> None:
+    net = make_gapnet(5)
+    images = random_images(5, batch=2)
+    expected = camlib.explain(net, images, method=method, topk=2)
+    before = snapshot(net)
+    with torch.inference_mode():
+        got = camlib.explain(net, images, method=method, topk=2)
+    torch.testing.assert_close(got.raw["features"], expected.raw["features"])
+    assert_unchanged(net, before)
+
+
+def test_a_gradient_method_under_inference_mode_is_a_clear_error() -> None:
+    net = make_gapnet(6)
+    before = snapshot(net)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"needs gradients.*"
+                                               r"inference_mode\(\) disables"):
+        camlib.explain(net, random_images(6, batch=2), method="gradcam")
+    assert_unchanged(net, before)
+
+
+def test_images_made_under_inference_mode_work_afterwards() -> None:
+    net = make_gapnet(7)
+    plain = random_images(7, batch=2)
+    with torch.inference_mode():
+        frozen = plain.clone()
+    assert frozen.is_inference()
+    torch.testing.assert_close(camlib.explain(net, frozen, method="gradcam").raw["features"],
+                               camlib.explain(net, plain, method="gradcam").raw["features"])
