@@ -112,39 +112,27 @@ class LayoutOptions:
                         f"{argument}: names layers {unknown} that are not in "
                         f"layers={layers}"
                     )
-            for item in values:
-                if (
-                    argument == "layout"
-                    and item is not None
-                    and not isinstance(item, str)
-                ):
-                    raise TypeError(
-                        f"layout: expected None, one of {list(LAYOUTS)} or a dict "
-                        f"of them, got {type(item).__name__}"
-                    )
-                if argument == "layout" and item is not None and item not in LAYOUTS:
-                    raise ValueError(
-                        f"layout: expected one of {list(LAYOUTS)}, got {item!r}"
-                    )
-                if argument == "reshape" and item is not None and not callable(item):
-                    raise TypeError(
-                        "reshape: expected a callable (layer output -> [B, K, h, w]) "
-                        f"or a dict of them, got {type(item).__name__}"
-                    )
+            for item in (v for v in values if v is not None):
+                if argument == "layout" and not isinstance(item, str):
+                    raise TypeError(f"layout: expected None, one of {list(LAYOUTS)} or "
+                                    f"a dict of them, got {type(item).__name__}")
+                if argument == "layout" and item not in LAYOUTS:
+                    raise ValueError(f"layout: expected one of {list(LAYOUTS)}, got "
+                                     f"{item!r}")
+                if argument == "reshape" and not callable(item):
+                    raise TypeError("reshape: expected a callable (layer output -> "
+                                    "[B, K, h, w]) or a dict of them, got "
+                                    f"{type(item).__name__}")
         options = cls(layout, reshape)
         for name in layers or []:
             if None not in options.for_layer(name):
                 raise ValueError(f"layer {name!r}: pass layout= or reshape=, not both")
         return options
 
-    def for_layer(
-        self, name: str
-    ) -> tuple[str | None, Callable[[Tensor], Tensor] | None]:
-        pick = [
-            v.get(name) if isinstance(v, dict) else v
-            for v in (self.layout, self.reshape)
-        ]
-        return pick[0], pick[1]
+    def for_layer(self, name: str) -> tuple[str | None, Callable | None]:
+        layout, reshape = (v.get(name) if isinstance(v, dict) else v
+                           for v in (self.layout, self.reshape))
+        return layout, reshape
 
 
 def infer_layout(
@@ -225,9 +213,8 @@ def producer_layout(module: nn.Module) -> str | None:
     kind = type(module).__name__
     if kind == "Permute":
         dims = list(getattr(module, "dims", []))
-        return {(0, 2, 3, 1): "channels_last", (0, 3, 1, 2): "channels_first"}.get(
-            tuple(dims)
-        )
+        moves = {(0, 2, 3, 1): "channels_last", (0, 3, 1, 2): "channels_first"}
+        return moves.get(tuple(dims))
     if kind.startswith(("SwinTransformerBlock", "PatchMerging")):
         return "channels_last"
     if isinstance(module, CHANNELS_FIRST_PRODUCERS):
@@ -241,15 +228,8 @@ def producer_layout(module: nn.Module) -> str | None:
     return None
 
 
-CHANNELS_FIRST_PRODUCERS = (
-    nn.Conv2d,
-    nn.BatchNorm2d,
-    nn.GroupNorm,
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
-)
+CHANNELS_FIRST_PRODUCERS = (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm, nn.MaxPool2d,
+                            nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
 def has_channels_last_producers(model: nn.Module) -> bool:
@@ -271,6 +251,12 @@ def fits(grid: tuple[int, int], image_size: tuple[int, int]) -> bool:
     )
 
 
+def grid_of(count: int, image_size: tuple[int, int]) -> tuple[int, int] | None:
+    """A grid (h, w) of ``count`` cells that :func:`fits` the image, or None."""
+    return next(((h, count // h) for h in range(1, count + 1)
+                 if count % h == 0 and fits((h, count // h), image_size)), None)
+
+
 def token_grid(
     name: str, shape: tuple[int, ...], model: nn.Module, image_size: tuple[int, int]
 ) -> tuple[int, tuple[int, int]]:
@@ -280,15 +266,11 @@ def token_grid(
     fewer than the patches) for which the rest form a grid of the image divided by one
     stride."""
     tokens = shape[1]
-    prefix = getattr(
-        model, "num_prefix_tokens", None
-    )  # timm's class and register tokens
+    prefix = getattr(model, "num_prefix_tokens", None)  # timm's class, register tokens
     if isinstance(prefix, int) and 0 <= prefix < tokens:
-        for h in range(1, tokens - prefix + 1):
-            if (tokens - prefix) % h == 0 and fits(
-                (h, (tokens - prefix) // h), image_size
-            ):
-                return prefix, (h, (tokens - prefix) // h)
+        grid = grid_of(tokens - prefix, image_size)
+        if grid is not None:
+            return prefix, grid
     patch = getattr(model, "patch_size", None)
     if isinstance(patch, int) or (isinstance(patch, tuple) and len(patch) == 2):
         ph, pw = (patch, patch) if isinstance(patch, int) else patch
@@ -297,10 +279,9 @@ def token_grid(
         if 0 <= extra <= MAX_EXTRA_TOKENS:
             return extra, grid
     for extra in range(0, min(MAX_EXTRA_TOKENS, (tokens - 1) // 2) + 1):
-        count = tokens - extra
-        for h in range(1, count + 1):
-            if count % h == 0 and fits((h, count // h), image_size):
-                return extra, (h, count // h)
+        grid = grid_of(tokens - extra, image_size)
+        if grid is not None:
+            return extra, grid
     raise ValueError(
         f"layer {name!r}: its output {shape} reads as {tokens} tokens of {shape[2]} "
         f"channels, but {tokens} is not a grid of patches for a {image_size[0]} x "
