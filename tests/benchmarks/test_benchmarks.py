@@ -158,3 +158,22 @@ def test_scorecam_batch_balances_the_order_and_reports_ratios(tmp_path: Path) ->
     ratios = result["summary"]["rounds' ratios"]
     expected = [round(c / f, 4) for c, f in zip(times["camlib 512"], times["floor 256"])]
     assert ratios["camlib 512 / floor 256"] == expected
+
+
+def test_vit_benchmark_quick_mode_runs(tmp_path: Path) -> None:
+    """vit_speed.py keeps running: one round of vit_b_16 at batch 1, four contenders (about
+    ten vit_b_16 passes, 10-20 s of CPU); it writes its JSON where it is told."""
+    out = tmp_path / "vit.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "vit_speed.py"), "--quick", "--json",
+         str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| camlib Grad-CAM |" in done.stdout and "| torchcam GradCAM |" in done.stdout
+    import json
+
+    rows = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
+    assert rows["plain forward (no_grad)"]["x_plain_time"] == 1.0
+    assert set(rows) == {"plain forward (no_grad)", "camlib Grad-CAM",
+                         "pytorch-grad-cam GradCAM", "torchcam GradCAM"}
