@@ -174,6 +174,6 @@ def test_vit_benchmark_quick_mode_runs(tmp_path: Path) -> None:
     import json
 
     rows = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
-    assert rows["plain forward (no_grad)"]["x_plain_time"] == 1.0
+    assert all(row["median_ms"] > 0 and row["peak_mib"] is not None for row in rows.values())
     assert set(rows) == {"plain forward (no_grad)", "camlib Grad-CAM",
                          "pytorch-grad-cam GradCAM", "torchcam GradCAM"}
