@@ -44,9 +44,10 @@ def default_layer(model: nn.Module) -> str:
       first norm, tokens ``[B, 1 + h w, K]``: the class token that feeds the head meets
       the patch tokens only in that block's attention, so at any later layer the class
       score's gradient is 0 on every patch token.
-    - SwinTransformer (v1 and v2): ``norm``, the final LayerNorm, channels-last ``[B, h,
-      w, K]``, which the average pooling and one linear layer read (so CAM applies);
-      pytorch-grad-cam's guide uses the last block's ``norm2`` (``features.7.1.norm2``).
+    - SwinTransformer (v1 and v2): ``norm``, the final LayerNorm, channels-last
+      ``[B, h, w, K]``, which the average pooling and one linear layer read (so CAM
+      applies); pytorch-grad-cam's guide uses the last block's ``norm2``
+      (``features.7.1.norm2``).
     - MaxVit: ``blocks.{last}``, the last stage's ``[B, K, h, w]`` output before the
       pooling.
 
