@@ -32,8 +32,8 @@ class Layout:
     reshape: Callable[[Tensor], Tensor] | None = field(default=None, compare=False)
 
     def to_maps(self, output: Tensor) -> Tensor:
-        """``[*lead, *shape]`` -> ``[*lead, K, h, w]``; ``lead`` is ``(B,)`` or ``(B,
-        T)`` (gradients, one per class). A view where the layout allows it."""
+        """``[*lead, *shape]`` -> ``[*lead, K, h, w]``; ``lead`` is ``(B,)``, or
+        ``(B, T)`` for gradients (one per class). A view where the layout allows it."""
         if self.name == "channels_first":
             return output
         if self.name == "channels_last":
