@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from torch import Tensor, nn
@@ -58,9 +59,11 @@ class Layout:
             out[:, self.extra :, :] = maps.flatten(2).transpose(1, 2)
             return out
         out = originals.clone().flatten(1)
-        out[:, self._positions().flatten()] = maps.flatten(1).to(out.dtype)
+        positions = self._positions.flatten().to(out.device)
+        out[:, positions] = maps.flatten(1).to(out.dtype)
         return out.reshape(originals.shape)
 
+    @cached_property
     def _positions(self) -> Tensor:
         """Where each value of the maps comes from in the output (a flat index per
         image), found by passing the indices through ``reshape``; it must only rearrange

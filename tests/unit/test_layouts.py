@@ -114,12 +114,12 @@ def test_ablation_on_tokens_keeps_the_class_token() -> None:
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
-def test_every_method_on_tokens_equals_the_channels_first_layer(method: str) -> None:
+def test_every_method_on_tokens_equals_the_channels_first_layer(method, device) -> None:
     """The patch tokens at ``norm`` are the embedding's output rearranged: every method
     gives the same maps at both layers, several classes per image, both layers in one
     call."""
-    model, x = seeded(TokenNet), images()
-    classes = torch.tensor([[0, 3], [4, 1]])
+    model, x = seeded(TokenNet).to(device), images().to(device)
+    classes = torch.tensor([[0, 3], [4, 1]], device=device)
     exp = camlib.explain(model, x, method, layers=["norm", "embed"], classes=classes)
     assert exp.raw["norm"].shape == exp.raw["embed"].shape == (2, 2, 4, 4)
     torch.testing.assert_close(exp.raw["norm"], exp.raw["embed"], rtol=1e-4, atol=1e-6)
@@ -127,9 +127,9 @@ def test_every_method_on_tokens_equals_the_channels_first_layer(method: str) -> 
 
 @pytest.mark.parametrize("method", ALL_METHODS + ["cam"])
 def test_every_method_on_channels_last_equals_the_channels_first_layer(
-    method: str,
+    method: str, device
 ) -> None:
-    model, x = seeded(LastNet), images()
+    model, x = seeded(LastNet).to(device), images().to(device)
     exp = camlib.explain(model, x, method, layers=["last", "embed"], topk=2)
     assert exp.raw["last"].shape == (2, 2, 4, 4)
     torch.testing.assert_close(exp.raw["last"], exp.raw["embed"], rtol=1e-4, atol=1e-6)
@@ -179,8 +179,8 @@ def test_an_ambiguous_shape_is_refused_and_layout_settles_it() -> None:
 
 
 @pytest.mark.parametrize("method", ["gradcam", "ablationcam"])
-def test_a_reshape_callable_reads_tokens(method: str) -> None:
-    model, x = seeded(TokenNet), images()
+def test_a_reshape_callable_reads_tokens(method: str, device) -> None:
+    model, x = seeded(TokenNet).to(device), images().to(device)
 
     def reshape(t: torch.Tensor) -> torch.Tensor:
         return t[:, 1:].reshape(t.shape[0], 4, 4, t.shape[2]).permute(0, 3, 1, 2)
