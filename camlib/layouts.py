@@ -150,7 +150,9 @@ def infer_layout(
     """The layout of ``output``, the output of layer ``name`` (``module``) for images of
     ``image_size`` (H, W): the one given, else the module's own (torchvision's
     channels-last producers), else the one the shape allows. Ambiguous or impossible: a
-    ValueError."""
+    ValueError. A 4-D shape that fits both readings is read channels-first when no
+    module of the model produces channels-last outputs (a convolutional network); a
+    permute written in a ``forward`` is invisible to that check: pass ``layout=``."""
     shape = tuple(output.shape)
     if reshape is not None:
         return _reshaped(name, output, reshape)
