@@ -48,6 +48,7 @@ def plot_top_classes(
     photo_titles: Sequence[str] | None = None,
     alpha: float = 0.5,
     boxes: bool = False,
+    title: str | None = None,
 ) -> Figure:
     """One row per photo: the photo, then the map of each of its T classes over it."""
     batch, k = exp.classes.shape
@@ -62,7 +63,9 @@ def plot_top_classes(
             box = all_boxes[b, j].tolist() if all_boxes is not None else None
             show_map(axes[b, j + 1], photos[b], exp.maps[b, j], f"{j + 1}. {label}", alpha, box)
     add_colorbar(fig, axes.ravel().tolist())
-    fig.suptitle(f"{exp.method.upper()} of the top-{k} classes, layer '{exp.layers[0]}'", fontsize=12)
+    if title is None:
+        title = f"{method_name(exp.method)} of the top-{k} classes, layer '{exp.layers[0]}'"
+    fig.suptitle(title, fontsize=12)
     return fig
 
 
@@ -80,10 +83,13 @@ def plot_grid(photo: Tensor, maps: Tensor, row_titles: Sequence[str], col_titles
 
 
 def plot_maps(photo: Tensor, maps: Sequence[Tensor], titles: Sequence[str], title: str,
-              signed: bool = False, alpha: float = 0.5, columns: int = 3) -> Figure:
+              signed: bool = False, alpha: float = 0.5, columns: int = 3,
+              shared: bool = False) -> Figure:
     """Maps ``[H, W]`` side by side over one photo. ``signed`` maps keep their sign: a diverging
     colour map centred on zero (red: evidence for the class, blue: against), each map scaled by
-    its largest absolute value."""
+    its largest absolute value, or with ``shared`` all by the largest absolute value of all the
+    maps, so that equal colours mean equal values (the colour bar then shows raw values)."""
+    top = max(float(heat.abs().max()) for heat in maps) or 1.0
     columns = min(columns, len(maps))
     rows = -(-len(maps) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2.8 * columns + 0.8, 3.1 * rows + 0.3), squeeze=False,
@@ -92,7 +98,7 @@ def plot_maps(photo: Tensor, maps: Sequence[Tensor], titles: Sequence[str], titl
         ax.axis("off")
     for ax, heat, label in zip(axes.ravel(), maps, titles):
         if signed:
-            scale = float(heat.abs().max()) or 1.0
+            scale = top if shared else float(heat.abs().max()) or 1.0
             ax.imshow(_image(photo))
             ax.imshow((heat / scale).detach().cpu().numpy(), cmap="RdBu_r", vmin=-1, vmax=1, alpha=alpha)
             ax.set_title(label, fontsize=10)
@@ -100,8 +106,9 @@ def plot_maps(photo: Tensor, maps: Sequence[Tensor], titles: Sequence[str], titl
         else:
             show_map(ax, photo, heat, label, alpha)
     if signed:
-        mappable = ScalarMappable(norm=Normalize(-1, 1), cmap="RdBu_r")
-        fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, label="map / max |map|")
+        limit, label = (top, "map value") if shared else (1, "map / max |map|")
+        mappable = ScalarMappable(norm=Normalize(-limit, limit), cmap="RdBu_r")
+        fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, label=label)
     else:
         add_colorbar(fig, axes.ravel().tolist())
     fig.suptitle(title, fontsize=12)
@@ -257,3 +264,15 @@ def plot_sanity_steps(steps: dict, title: str, names: dict | None = None) -> Fig
     ax.legend(fontsize=8, ncol=3)
     ax.set_title(title)
     return fig
+
+
+# --- Human names of the methods, for titles -----------------------------------------------------
+
+METHOD_NAMES = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++",
+                "layercam": "LayerCAM", "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM",
+                "eigencam": "Eigen-CAM", "xgradcam": "XGrad-CAM", "hirescam": "HiResCAM"}
+
+
+def method_name(method: str) -> str:
+    """The name a reader knows (``"gradcampp"`` -> ``"Grad-CAM++"``); unknown keys unchanged."""
+    return METHOD_NAMES.get(method, method)
