@@ -162,7 +162,7 @@ def test_scorecam_batch_balances_the_order_and_reports_ratios(tmp_path: Path) ->
 
 def test_vit_benchmark_quick_mode_runs(tmp_path: Path) -> None:
     """vit_speed.py keeps running: one round of vit_b_16 at batch 1, four contenders (about
-    ten vit_b_16 passes, 10-20 s of CPU); it writes its JSON where it is told."""
+    ten vit_b_16 passes, about 30 s of CPU); it writes its JSON where it is told."""
     out = tmp_path / "vit.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "vit_speed.py"), "--quick", "--json",
