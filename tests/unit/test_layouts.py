@@ -1,6 +1,7 @@
 """Layouts: channels-last and token layers read right (hand computations on tiny token
 and channels-last networks, and identities with the same network's channels-first layer)
-or refused with a clear error. Cost: tiny networks, about 6 s of CPU in all (measured, imports included)."""
+or refused with a clear error. Cost: tiny networks, about 6 s of CPU in all (measured,
+imports included)."""
 
 from __future__ import annotations
 
