@@ -12,8 +12,9 @@ grid itself), pytorch-grad-cam's GradCAM and torchcam's GradCAM, both with the
 documented ViT ``reshape_transform``. All in one process, interleaved: each round calls
 every contender once, starting at a different one each round. Time is the median of the
 rounds; peak memory is measured as in ``speed_memory.py`` (resident set size above the
-level before the call, after the timing). The share of CPU time other processes used
-during the timing is reported. Writes ``benchmarks/results/vit-speed-cpu.json`` unless
+level before the call, after the timing). Ratios to the plain forward are the medians of
+the rounds' (and of the memory calls') ratios. The share of CPU time other processes
+used during the timing is reported. Writes ``benchmarks/results/vit-speed-cpu.json`` unless
 ``--json`` says otherwise. Always exits 0: it is a benchmark; the target (camlib <= 1.2x
 the plain forward in time and memory) is reported, not enforced.
 """
@@ -36,16 +37,10 @@ for path in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(path))
 
 import camlib  # noqa: E402
-from speed_memory import (  # noqa: E402
-    Contender,
-    Glibc,
-    OtherLoad,
-    device_name,
-    measure_peak,
-    run_meta,
-    time_call,
-    write_json,
+from common import (  # noqa: E402
+    Glibc, OtherLoad, device_name, run_meta, write_json,
 )
+from speed_memory import Contender, measure_peak, time_call  # noqa: E402
 
 LAYER = "encoder.layers.encoder_layer_11.ln_1"
 PLAIN = "plain forward (no_grad)"
@@ -110,6 +105,25 @@ def build(
     ]
 
 
+def summarise(runs: list[tuple[str, str, list[float], list[float]]]) -> list[dict]:
+    """Rows of (name, library, times in s, peaks in bytes), the plain forward first; the
+    ratios to the plain forward are the medians of each round's (each memory call's)."""
+    _, _, plain_times, plain_peaks = runs[0]
+
+    def ratio(values: list[float], plain: list[float]) -> float | None:
+        pairs = [v / p for v, p in zip(values, plain) if p > 0]
+        return statistics.median(pairs) if pairs else None
+
+    return [{"method": name, "library": library,
+             "median_ms": 1e3 * statistics.median(times),
+             "times_ms": [1e3 * t for t in times],
+             "x_plain_time": ratio(times, plain_times),
+             "peak_mib": statistics.median(peaks) / MIB,
+             "peaks_mib": [p / MIB for p in peaks],
+             "x_plain_memory": ratio(peaks, plain_peaks)}
+            for name, library, times, peaks in runs]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=1)
@@ -152,23 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         for c in contenders:
             c.peaks_bytes.append(measure_peak(c, device, glibc))
 
-    plain_s = statistics.median(contenders[0].times_s)
-    plain_mem = statistics.median(contenders[0].peaks_bytes)
-    rows = []
-    for c in contenders:
-        median_s, peak = statistics.median(c.times_s), statistics.median(c.peaks_bytes)
-        rows.append(
-            {
-                "method": c.name,
-                "library": c.library,
-                "median_ms": 1e3 * median_s,
-                "times_ms": [1e3 * t for t in c.times_s],
-                "x_plain_time": median_s / plain_s,
-                "peak_mib": peak / MIB,
-                "peaks_mib": [p / MIB for p in c.peaks_bytes],
-                "x_plain_memory": peak / plain_mem if plain_mem > 0 else None,
-            }
-        )
+    rows = summarise([(c.name, c.library, c.times_s, c.peaks_bytes)
+                      for c in contenders])
     ours = rows[1]
     targets = [
         {

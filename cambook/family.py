@@ -1,7 +1,9 @@
 """What each member of the CAM family adds, and what it costs: Chapter 5's demonstrations.
 
-- :func:`network_rows`, :func:`forward_seconds`, :func:`cost_markdown`: network evaluations per
-  image (counted with hooks) and time against a plain forward pass;
+- :func:`network_rows`, :func:`forward_seconds`: network evaluations per image (counted with
+  hooks) and time against a plain forward pass;
+- :func:`speed_ratios`, :func:`speed_markdown`: the cost table, read from the results of
+  ``benchmarks/family_speed.py`` at the resolution one run supports;
 - :func:`instance_table`: two objects of one class side by side, how the map shares itself;
 - :func:`layer_table`: the map's mass on the object at several depths;
 - :class:`FlattenHead`, :func:`head_table`: a head that is not GAP + linear, where Grad-CAM and
@@ -188,23 +190,89 @@ def head_table(task: SceneTask, methods: Sequence[str] = ("gradcam", "hirescam")
     return table
 
 
-def cost_markdown(groups: dict[str, tuple[dict[str, dict[str, float]], float]],
-                  estimates: dict[str, dict[str, str]] | None = None) -> str:
-    """The cost table: for each group (``{title: (costs by method from :func:`network_rows`,
-    seconds of a plain forward of the same batch)}``), the evaluations of the network per image
-    (whole network + from the layer onward) and the time as a multiple of a plain forward.
-    ``estimates`` ({group: {method: (evaluations, time)}}) fills the cells of methods not run."""
-    header = "| method |" + "".join(f" {t}: evaluations per image | {t}: time / forward |"
-                                     for t in groups)
-    lines = [header, "|---|" + "---:|---:|" * len(groups)]
-    for method in FAMILY:
-        cells = []
-        for title, (costs, plain) in groups.items():
-            if method in costs:
-                cost = costs[method]
-                cells += [f"{cost['evaluations']:.0f} ({cost['full']:.0f} whole)",
-                          f"{cost['seconds'] / plain:.1f}x"]
-            else:
-                cells += list((estimates or {}).get(title, {}).get(method, ("-", "-")))
-        lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
+# --- the cost table, read from benchmarks/family_speed.py's results ----------------------------
+
+# (row label, work per image by definition, key of camlib's ratio, key of the peer's ratio)
+SPEED_ROWS = (
+    ("Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM", "1 forward + 1 backward",
+     "camlib gradient", None),
+    ("Eigen-CAM", "1 forward + 1 SVD", "camlib eigencam", None),
+    ("Ablation-CAM, layer feeding GAP + linear", "1 forward (closed form)",
+     "camlib ablationcam", "pgc ablationcam"),
+    ("Ablation-CAM, any other layer", "1 forward + K passes of the tail",
+     "camlib ablationcam tail", None),
+    ("Score-CAM", "1 + K forward passes", "camlib scorecam", "pgc scorecam"),
+)
+GRADIENT_METHODS = ("gradcam", "gradcampp", "xgradcam", "layercam", "hirescam")
+
+
+def _seconds_per_image(row: dict) -> float | None:
+    if isinstance(row.get("seconds_per_image"), (int, float)):
+        return float(row["seconds_per_image"])
+    seconds, images = row.get("seconds"), row.get("images")
+    if isinstance(seconds, (int, float)) and isinstance(images, (int, float)) and images:
+        return float(seconds) / float(images)
+    return None
+
+
+def speed_ratios(bench: dict) -> dict[str, float]:
+    """Time per image over a plain forward pass's, from ``family_speed.json``'s rows, found by
+    the words of their names; a row that is missing is left out. Keys: ``camlib gradient``
+    (the slowest gradient method), ``camlib eigencam``, ``camlib ablationcam`` (closed form),
+    ``camlib ablationcam tail`` (tail reruns), ``camlib scorecam`` (the first such row: the
+    default batch size), ``pgc ablationcam``, ``pgc scorecam``, ``torchcam scorecam``."""
+    rows = []
+    for row in bench.get("results", []):
+        name = str(row.get("method", row.get("name", ""))).lower()
+        name = name.replace("pytorch-grad-cam", "pgc").replace("-", "").replace("_", "")
+        seconds = _seconds_per_image(row)
+        if seconds is not None and "floor" not in name and "again" not in name:
+            rows.append((name.split(), seconds))
+
+    def first(*words: str, exclude: tuple[str, ...] = ()) -> float | None:
+        for name, seconds in rows:
+            text = " ".join(name)
+            if all(w in text for w in words) and not any(x in text for x in exclude):
+                return seconds
+        return None
+
+    plain = first("plain forward")
+    if not plain:
+        return {}
+    gradient = [first("camlib", m, exclude=("gradcampp",)) if m == "gradcam"
+                else first("camlib", m) for m in GRADIENT_METHODS]
+    found = {
+        "camlib gradient": max((s for s in gradient if s is not None), default=None),
+        "camlib eigencam": first("camlib", "eigencam"),
+        "camlib ablationcam": first("camlib", "ablationcam", exclude=("tail",)),
+        "camlib ablationcam tail": first("camlib", "ablationcam", "tail"),
+        "camlib scorecam": first("camlib", "scorecam"),
+        "pgc ablationcam": first("pgc", "ablation"),
+        "pgc scorecam": first("pgc", "scorecam"),
+        "torchcam scorecam": first("torchcam", "scorecam"),
+    }
+    return {key: seconds / plain for key, seconds in found.items() if seconds is not None}
+
+
+def about(ratio: float | None) -> str:
+    """A time ratio at the resolution one benchmark run supports: ``about 1×`` below 1.5 (a
+    forward and a backward pass cannot take less than a forward pass: lower values are noise),
+    else rounded to one significant figure; ``not run`` for None."""
+    if ratio is None:
+        return "not run"
+    if ratio < 1.5:
+        return "about 1×"
+    unit = 10 ** math.floor(math.log10(ratio))
+    return f"about {round(ratio / unit) * unit:.0f}×"
+
+
+def speed_markdown(ratios: dict[str, float]) -> str:
+    """Chapter 5's cost table: each kind of method, its work per image, and its time per image
+    over a plain forward pass for camlib and pytorch-grad-cam (rows the run lacks are left out)."""
+    lines = ["| method | work per image | camlib: time ÷ forward pass "
+             "| pytorch-grad-cam: time ÷ forward pass |", "|---|---|---:|---:|"]
+    for label, work, ours, peer in SPEED_ROWS:
+        if ours in ratios:
+            theirs = about(ratios.get(peer)) if peer else "—"
+            lines.append(f"| {label} | {work} | {about(ratios[ours])} | {theirs} |")
     return "\n".join(lines)

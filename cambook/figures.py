@@ -276,3 +276,31 @@ METHOD_NAMES = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++",
 def method_name(method: str) -> str:
     """The name a reader knows (``"gradcampp"`` -> ``"Grad-CAM++"``); unknown keys unchanged."""
     return METHOD_NAMES.get(method, method)
+
+
+def plot_deletion(
+    steps: Sequence[Tensor], shown: Sequence[float], curves: dict, title: str,
+) -> Figure:
+    """A deletion run for one image. Top: the image after deleting the ``shown`` fractions of
+    its pixels (``steps``, [3, H, W] each, already in [0, 1]); bottom: the curves of ``curves``
+    (``{label: (fractions [S + 1], P_c [S + 1])}``), each with its area under the curve."""
+    fig = plt.figure(figsize=(8.5, 5.2), layout="constrained")
+    grid = fig.add_gridspec(2, len(steps), height_ratios=[1, 1.6])
+    for i, (image, fraction) in enumerate(zip(steps, shown)):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(_image(image.clamp(0, 1)), interpolation="nearest")
+        ax.set_title(f"{fraction:.0%} deleted", fontsize=9)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[1, :])
+    for label, (fractions, scores) in curves.items():
+        x, y = fractions.cpu().numpy(), scores.cpu().numpy()
+        area = float(((y[1:] + y[:-1]) / 2 * (x[1:] - x[:-1])).sum())
+        line = ax.plot(x, y, marker=".", label=f"{label} (AUC {area:.2f})")[0]
+        ax.fill_between(x, y, alpha=0.12, color=line.get_color())
+    ax.set_xlabel("fraction of pixels deleted or inserted, highest map value first")
+    ax.set_ylabel("class probability $P_c$")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(0, 1)
+    ax.legend(fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    return fig

@@ -8,7 +8,7 @@ Chapter 5 trains and measures seed 0 live and reads seeds 1 and 2 from
 
 Every seed's tables are those of :func:`tables`: the same functions the chapter calls, with the
 same settings, which the file records (``meta.settings``) and the chapter checks.
-``tests/test_seed_tables.py`` reruns seed 1 and compares it with the file.
+``tests/book/test_seed_tables.py`` reruns seed 1 and compares it with the file.
 """
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
 """Input validation with messages that say what was expected and what came."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Union
 
 import torch
@@ -94,3 +97,92 @@ def check_class_range(classes: Tensor, num_classes: int) -> None:
     if bool(((classes < 0) | (classes >= num_classes)).any()):
         bad = classes[(classes < 0) | (classes >= num_classes)].unique().tolist()
         raise ValueError(f"classes: expected indices in [0, {num_classes - 1}], got {bad}")
+
+
+def _numbers(values: object, count: int) -> bool:
+    return (
+        isinstance(values, list)
+        and len(values) == count
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        and all(math.isfinite(v) for v in values)
+    )
+
+
+def load_boxes(path: str | Path) -> dict[str, list[list[float]]]:
+    """A JSON file of ``{relative image path: [[x0, y0, x1, y1], ...]}`` (one box may come
+    as a bare ``[x0, y0, x1, y1]``), each box with ``x0 < x1`` and ``y0 < y1``."""
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ValueError(f"--boxes {path}: expected a readable JSON file, got {error}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"--boxes {path}: expected JSON, got invalid JSON at line {error.lineno} column "
+            f"{error.colno} ({error.msg})"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"--boxes {path}: expected a JSON object (image path -> [[x0, y0, x1, y1], ...]), "
+            f"got a JSON {type(data).__name__}"
+        )
+    boxes = {}
+    for key, value in data.items():
+        rows = [value] if _numbers(value, 4) else value
+        fine = isinstance(rows, list) and all(
+            _numbers(box, 4) and box[0] < box[2] and box[1] < box[3] for box in rows
+        )
+        if not fine:
+            raise ValueError(
+                f"--boxes {path}: expected [[x0, y0, x1, y1], ...] of finite numbers with "
+                f"x0 < x1 and y0 < y1 for {key!r}, got {json.dumps(value)[:100]}"
+            )
+        boxes[key] = [list(box) for box in rows]
+    return boxes
+
+
+def state_dict_mismatch(model: nn.Module, state: object) -> str | None:
+    """What keeps ``state`` from loading into ``model`` (missing and unexpected keys, tensors
+    of other shapes), in one line; None if it fits."""
+    if not isinstance(state, Mapping):
+        return f"a {type(state).__name__}, not a dict of tensors"
+    expected = model.state_dict()
+
+    def listed(names: list[str]) -> str:
+        shown = ", ".join(names[:3])
+        return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    problems = []
+    missing = [key for key in expected if key not in state]
+    unexpected = [str(key) for key in state if key not in expected]
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({listed(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({listed(unexpected)})")
+    shapes = [
+        f"{key} {tuple(state[key].shape)} (the model's {tuple(value.shape)})"
+        if isinstance(state[key], Tensor) else f"{key} a {type(state[key]).__name__}"
+        for key, value in expected.items()
+        if key in state
+        and (not isinstance(state[key], Tensor) or state[key].shape != value.shape)
+    ]
+    if shapes:
+        problems.append(f"{len(shapes)} tensors of another shape ({listed(shapes)})")
+    return "; ".join(problems) or None
+
+
+def check_maps(maps: Tensor, device: torch.device, reference: str = "images") -> Tensor:
+    """At least one map, on ``device`` (that of the ``reference`` tensor), finite."""
+    if maps.shape[0] == 0:
+        raise ValueError(
+            f"maps: expected at least one map, got an empty batch {tuple(maps.shape)}"
+        )
+    if maps.device != device:
+        raise ValueError(
+            f"maps: expected a tensor on the {reference}' device ({device}), "
+            f"got one on {maps.device}"
+        )
+    if not bool(torch.isfinite(maps).all()):
+        raise ValueError("maps: expected finite values, got NaN or Inf")
+    return maps

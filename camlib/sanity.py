@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import checks
 from .explain import explain
 
 # --- similarity of maps -----------------------------------------------------------------------
@@ -97,11 +98,15 @@ def ssim(
 
 
 def _same_shape(a: Tensor, b: Tensor) -> None:
+    """Two maps of one shape [N, ...] with N >= 1, on one device, finite (identical maps are
+    fine: Spearman 1, SSIM 1; constant ones give a NaN Spearman)."""
     if not isinstance(a, Tensor) or not isinstance(b, Tensor) or a.shape != b.shape or a.ndim < 2:
         shapes = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (a, b)]
         raise ValueError(
             f"maps: expected two tensors of one shape [N, ...], got {shapes[0]} and {shapes[1]}"
         )
+    for maps in (a, b):
+        checks.check_maps(maps, a.device, "first maps")
 
 
 # --- model randomisation ----------------------------------------------------------------------
@@ -181,7 +186,6 @@ def _randomisation(
     layers: list[str] | None,
     seed: int,
 ) -> SanityResult:
-    original, chosen = _maps(model, images, method, layer, classes)
     names = randomisable_layers(model) if layers is None else list(layers)
     modules = dict(model.named_modules())
     unknown = [
@@ -189,11 +193,17 @@ def _randomisation(
         for name in names
         if name not in modules or not hasattr(modules[name], "reset_parameters")
     ]
+    if layers is None and not names:
+        raise ValueError(
+            "model: expected layers with weights to re-initialise (convolutions or linear "
+            f"layers), got a {type(model).__name__} without any"
+        )
     if unknown or not names:
         raise ValueError(
             "layers: expected names of modules with parameters to re-initialise, "
             f"got {unknown or names}"
         )
+    original, chosen = _maps(model, images, method, layer, classes)
     randomised = copy.deepcopy(model)
     copies = dict(randomised.named_modules())
     comparisons = []

@@ -1,6 +1,8 @@
 """Metrics for maps: faithfulness (deletion, insertion, confidence), localisation (pointing
 game, Zhou boxes) and ROAD. Every function is method-agnostic: it takes maps ``[B, H, W]``,
-however they were made."""
+however they were made. Maps of another size than the images (or masks) are upsampled
+bilinearly (:func:`image_maps`); maps with NaN or Inf, on another device, or an empty batch
+raise ``ValueError``."""
 from .faithfulness import (
     BASELINES, ConfidenceChange, Curves, baseline_images, confidence_change, perturbation_curve,
     pixel_order, step_counts,

@@ -10,9 +10,10 @@ from ..explain import logits_of
 from ..postprocess import upsample
 
 
-def image_maps(maps: object, images: Tensor) -> Tensor:
+def image_maps(maps: object, images: Tensor, reference: str = "images") -> Tensor:
     """Maps as ``[B, H, W]`` at the images' size: ``[B, H, W]`` or ``[B, 1, H, W]`` accepted,
-    other sizes upsampled bilinearly."""
+    other sizes upsampled bilinearly. Refused: other dtypes, batch sizes or devices than the
+    ``images`` (or masks: ``reference``), NaN or Inf, an empty batch."""
     if not isinstance(maps, Tensor) or not maps.is_floating_point():
         got = f"dtype {maps.dtype}" if isinstance(maps, Tensor) else type(maps).__name__
         raise TypeError(f"maps: expected a floating-point tensor [B, H, W], got {got}")
@@ -24,10 +25,7 @@ def image_maps(maps: object, images: Tensor) -> Tensor:
             f"maps: expected one map per image, [{batch}, H, W] or [{batch}, 1, H, W], "
             f"got shape {tuple(maps.shape)}"
         )
-    if maps.device != images.device:
-        raise ValueError(f"maps are on {maps.device} but the images are on {images.device}")
-    if not bool(torch.isfinite(maps).all()):
-        raise ValueError("maps: expected finite values, got NaN or Inf")
+    checks.check_maps(maps, images.device, reference)
     size = tuple(images.shape[-2:])
     return maps if tuple(maps.shape[-2:]) == size else upsample(maps, size)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .. import checks
 from ..postprocess import zhou_boxes
 from .inputs import image_maps
 
@@ -46,7 +47,7 @@ def pointing_game(
         got = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
         raise ValueError(f"masks: expected a tensor [B, H, W], got {got}")
     masks = masks.bool()
-    maps = image_maps(maps, masks)
+    maps = image_maps(maps, masks, "masks")
     empty = ~masks.flatten(1).any(1)
     if bool(empty.any()):
         raise ValueError(
@@ -96,10 +97,14 @@ def localisation_per_image(
         if masks is None:
             raise ValueError("image_size: expected (H, W) when no masks are given")
         image_size = tuple(masks.shape[-2:])
+    if not isinstance(maps, Tensor) or not maps.is_floating_point():
+        got = f"dtype {maps.dtype}" if isinstance(maps, Tensor) else type(maps).__name__
+        raise TypeError(f"maps: expected a floating-point tensor [N, h, w], got {got}")
     if maps.ndim != 3 or boxes.shape != (maps.shape[0], 4):
         raise ValueError(
             f"maps [N, h, w] and boxes [N, 4]: got {tuple(maps.shape)} and {tuple(boxes.shape)}"
         )
+    checks.check_maps(maps, boxes.device, "boxes")
     iou = box_iou(map_boxes(maps, ratio, image_size), boxes.float()).diagonal()
     result = {"iou": iou}
     if masks is not None:

@@ -5,6 +5,8 @@ where the removed ones were (the class leakage of plain deletion).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -32,6 +34,9 @@ def linear_imputation(
     plus Gaussian ``noise``. The linear system (symmetric, positive definite wherever a hole
     touches a known pixel) is solved for all images and channels at once by conjugate
     gradients, on the images' device."""
+    if not isinstance(removed, Tensor) or removed.dtype != torch.bool:
+        got = f"dtype {removed.dtype}" if isinstance(removed, Tensor) else type(removed).__name__
+        raise TypeError(f"removed: expected a bool mask [B, H, W], got {got}")
     if removed.shape != (images.shape[0], *images.shape[-2:]):
         raise ValueError(
             f"removed: expected a mask [{images.shape[0]}, H, W] like the images, "
@@ -95,6 +100,14 @@ def road(
     trapezoid over the given fractions. MoRF falls fast and LeRF slowly for a good map."""
     if order not in ("morf", "lerf"):
         raise ValueError(f"order: expected 'morf' or 'lerf', got {order!r}")
+    fractions = tuple(fractions)
+    if not fractions or not all(
+        isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f <= 1
+        for f in fractions
+    ):
+        raise ValueError(f"fractions: expected one or more numbers in [0, 1], got {fractions}")
+    if not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
+        raise ValueError(f"noise: expected a finite number >= 0, got {noise!r}")
     maps, _, chosen = check_inputs(model, images, maps, classes, max_batch)
     batch, height, width = maps.shape
     pixels = height * width

@@ -117,13 +117,30 @@ def test_flatten_head_maps_differ_and_hirescam_adds_up_to_the_score() -> None:
     assert not torch.allclose(grad.raw["features"], hires.raw["features"], atol=1e-3)
 
 
-def test_cost_markdown_fills_estimates_for_methods_not_run() -> None:
-    costs = {m: {"full": 1.0, "evaluations": 1.0, "seconds": 0.2} for m in compare.FAMILY if m != "scorecam"}
-    text = family.cost_markdown({"photos": (costs, 0.1)}, {"photos": {"scorecam": ("1281", "about 1280x")}})
-    rows = {line.split(" | ")[0]: line for line in text.splitlines()[2:]}
-    assert rows["| CAM"] == "| CAM | 1 (1 whole) | 2.0x |"
-    assert rows["| Score-CAM"] == "| Score-CAM | 1281 | about 1280x |"
-    assert len(rows) == len(compare.FAMILY)
+def test_speed_ratios_divide_by_the_plain_forward_and_skip_missing_rows() -> None:
+    rows = [("plain forward (no_grad)", 0.5, 2), ("camlib gradcam", 0.6, 2),
+            ("camlib gradcampp", 0.8, 2), ("camlib ablationcam", 0.5, 2),
+            ("camlib ablationcam, tail reruns", 1.0, 2), ("pgc AblationCAM", 200.0, 2),
+            ("floor: 1024 masked forwards", 1.0, 2), ("camlib scorecam (default)", 150.0, 2),
+            ("pytorch-grad-cam ScoreCAM", 180.0, 2)]
+    bench = {"results": [{"method": n, "seconds": s, "images": i} for n, s, i in rows]}
+    ratios = family.speed_ratios(bench)
+    assert ratios == pytest.approx({  # by hand: seconds / 0.5, the slowest gradient method
+        "camlib gradient": 1.6, "camlib ablationcam": 1.0, "camlib ablationcam tail": 2.0,
+        "pgc ablationcam": 400.0, "camlib scorecam": 300.0, "pgc scorecam": 360.0})
+    no_plain = [{"method": "camlib gradcam", "seconds": 1.0, "images": 1}]
+    assert family.speed_ratios({"results": no_plain}) == {}  # nothing to divide by
+
+
+def test_about_rounds_to_what_one_run_supports() -> None:
+    assert [family.about(x) for x in (0.7, 1.04, 1.49, 1.8, 37.0, 391.7, 452.0)] == [
+        "about 1×", "about 1×", "about 1×", "about 2×", "about 40×", "about 400×", "about 500×"]
+    assert family.about(None) == "not run"
+    text = family.speed_markdown({"camlib gradient": 1.05, "camlib scorecam": 340.0,
+                                  "pgc scorecam": 393.0})
+    rows = text.splitlines()[2:]
+    assert len(rows) == 2  # the rows the run lacks are left out
+    assert rows[0].endswith("| about 1× | — |") and rows[1].endswith("| about 300× | about 400× |")
 
 
 def test_data_randomisation_command_line_writes_the_json(tmp_path) -> None:
