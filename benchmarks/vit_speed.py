@@ -15,8 +15,8 @@ rounds; peak memory is measured as in ``speed_memory.py`` (resident set size abo
 level before the call, after the timing). Ratios to the plain forward are the medians of
 the rounds' (and of the memory calls') ratios. The share of CPU time other processes
 used during the timing is reported. Writes ``benchmarks/results/vit-speed-cpu.json``
-unless ``--json`` says otherwise. Always exits 0: it is a benchmark; the target (camlib <= 1.2x
-the plain forward in time and memory) is reported, not enforced.
+unless ``--json`` says otherwise. Always exits 0: it is a benchmark; the target (camlib
+<= 1.2x the plain forward in time and memory) is reported, not enforced.
 """
 
 from __future__ import annotations
