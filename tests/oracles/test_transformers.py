@@ -90,7 +90,8 @@ def trained_like(model: torch.nn.Module, seed: int, head_std: float) -> torch.nn
         head.weight.copy_(
             head_std * torch.randn(head.weight.shape, generator=generator)
         )
-        head.bias.zero_()
+        if head.bias is not None:
+            head.bias.zero_()
     return model.eval()
 
 
