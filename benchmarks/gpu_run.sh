@@ -32,11 +32,9 @@ step() {  # step SECONDS NAME COMMAND...
     tail -n 25 "$OUT/$name.log"
 }
 
-step 150 cuda-tests python3 -m pytest -q -p no:cacheprovider -k cuda \
-    --ignore=tests/test_coursework.py --ignore=tests/test_browser.py \
-    --ignore=tests/test_widgets.py --ignore=tests/test_book_settings.py tests
-step 120 family-speed python3 benchmarks/family_speed.py --device cuda --batch 64 \
-    --json "$OUT/gpu-family-b64.json"
+step 150 cuda-tests python3 -m pytest -q -p no:cacheprovider -k cuda tests/unit
+step 240 family-speed python3 benchmarks/family_speed.py --device cuda --batch 16 \
+    --json "$OUT/gpu-family-b16.json"
 step 60 speed-memory python3 benchmarks/speed_memory.py --device cuda --batch 64 \
     --json "$OUT/gpu-resnet50-b64.json"
 step 90 enhance-seed python3 -m cambook.enhance --seed 0 --json "$OUT/gpu-enhance-seed0.json"

@@ -1,35 +1,28 @@
-"""Speed and peak-memory benchmark: camlib against a plain forward pass and other CAM libraries.
+"""Grad-CAM's cost on ResNet-50 beside a plain forward pass and the other CAM libraries.
 
-    python benchmarks/speed_memory.py [--device cpu|cuda] [--batch 8] [--size 224] [--repeats N]
-                                      [--json PATH] [--quick]
+    python benchmarks/speed_memory.py [--device cpu|cuda] [--batch 8] [--size 224]
+                                      [--repeats N] [--json PATH] [--quick]
 
 Every contender makes maps of the top-1 class of every image of one batch, for ResNet-50
-(torchvision, random seeded weights, eval mode) at its ``layer4``. The classes are found once by a
-plain forward pass beforehand and handed to each contender. All contenders run in one process,
-interleaved: each timing round calls every contender once, starting at a different one each
-round, so drift (thermal, other load) is shared.
+(torchvision, random seeded weights, eval mode; ``--quick``: a tiny network of the same
+shape) at its ``layer4``. The classes are found once by a plain forward pass beforehand and
+handed to each contender. All contenders run in one process, interleaved: each timing round
+calls every contender once, starting at a different one each round, so drift (thermal,
+other load) is shared.
 
-Speed is the median wall time of one call. Peak memory is the most memory a call needs on top of
-what was allocated before it (model, input): on CUDA from the caching allocator's peak counter, on
-CPU from the resident set size sampled by a background thread (see ``RssSampler``).
-
-The script reports whether the camlib targets are met but always exits 0: it is a benchmark.
+Speed is the median wall time of one call. Peak memory, measured after all timing, is the
+most memory a call needs on top of what was allocated before it (model, input): on CUDA from
+the caching allocator's peak counter, on the CPU from the resident set size sampled by a
+thread (``common.peak_bytes``). The targets are reported, never enforced: exits 0.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import ctypes
 import datetime as _dt
-import gc
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,13 +32,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).parent)]
 import camlib  # noqa: E402
-
-MIB = 1024.0 * 1024.0
+from common import (MIB, Glibc, OtherLoad, device_name, peak_bytes, sync, tiny,  # noqa: E402
+                    versions)
 PLAIN = "plain forward (no_grad)"
 
 
@@ -183,210 +173,26 @@ def build_contenders(model: torch.nn.Module, x: torch.Tensor, top1: torch.Tensor
 # Measurement
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_call(contender: Contender, device: torch.device) -> float:
-    synchronize(device)
+    sync(device)
     start = time.perf_counter()
     result = contender.call()
-    synchronize(device)
+    sync(device)
     elapsed = time.perf_counter() - start
     del result
     contender.cleanup()
     return elapsed
 
 
-class RssSampler(threading.Thread):
-    """Samples this process's resident set size (/proc/self/statm) every ``interval_s``.
-
-    Torch releases the GIL inside its kernels, so the thread keeps sampling during the call.
-    """
-
-    def __init__(self, interval_s: float = 0.0005) -> None:
-        super().__init__(daemon=True)
-        self.interval_s = interval_s
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        self.fd = os.open("/proc/self/statm", os.O_RDONLY)
-        self.baseline = self.read()
-        self.peak = self.baseline
-        self.samples = 0
-        self._halt = threading.Event()
-        self._started = threading.Event()
-
-    def read(self) -> int:
-        return int(os.pread(self.fd, 256, 0).split()[1]) * self.page
-
-    def run(self) -> None:
-        self._started.set()
-        while not self._halt.is_set():
-            rss = self.read()
-            if rss > self.peak:
-                self.peak = rss
-            self.samples += 1
-            time.sleep(self.interval_s)
-
-    def __enter__(self) -> RssSampler:
-        self.start()
-        self._started.wait()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._halt.set()
-        self.join()
-        self.peak = max(self.peak, self.read())
-        os.close(self.fd)
-
-
-class Glibc:
-    """Makes freed CPU tensor memory go back to the OS at once, so RSS tracks what is in use.
-
-    glibc serves large blocks with mmap and unmaps them on free, but by default it raises its
-    mmap threshold (up to 32 MiB) each time such a block is freed; later blocks below it then come
-    from the heap and stay resident after free. Fixing the threshold (which turns the adjustment
-    off) and trimming the heap before each call keeps RSS equal to live memory plus small change.
-    Only used for the memory phase, after timing, so the timings see glibc's default behaviour.
-    """
-
-    M_TRIM_THRESHOLD = -1
-    M_MMAP_THRESHOLD = -3
-
-    def __init__(self) -> None:
-        try:
-            self.libc = ctypes.CDLL("libc.so.6")
-            self.ok = bool(self.libc.malloc_trim)
-        except (OSError, AttributeError):
-            self.libc, self.ok = None, False
-
-    def fix_mmap_threshold(self, threshold: int = 64 * 1024) -> bool:
-        if not self.ok:
-            return False
-        ok_mmap = self.libc.mallopt(self.M_MMAP_THRESHOLD, threshold) == 1
-        ok_trim = self.libc.mallopt(self.M_TRIM_THRESHOLD, 1024 * 1024) == 1
-        return ok_mmap and ok_trim
-
-    def trim(self) -> None:
-        if self.ok:
-            self.libc.malloc_trim(0)
-
-
 def measure_peak(contender: Contender, device: torch.device, glibc: Glibc) -> float:
     """Peak memory of one call above what was in use just before it, in bytes."""
-    gc.collect()
-    if device.type == "cuda":
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        result = contender.call()
-        synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - before
-    else:
-        glibc.trim()
-        with RssSampler() as sampler:
-            result = contender.call()
-        peak = sampler.peak - sampler.baseline
-    del result
+    peak = peak_bytes(contender.call, device, glibc)
     contender.cleanup()
-    return float(peak)
+    return peak
 
 
 # --------------------------------------------------------------------------------------------
 # Reporting
-
-
-class OtherLoad:
-    """Share of the machine's CPU time that other processes used between start() and stop().
-
-    On a machine with few cores, anything else running (a notebook, a test suite) slows the
-    contenders unevenly; the benchmark reports this so a noisy run can be recognised and redone.
-    """
-
-    def __init__(self) -> None:
-        self.tick = os.sysconf("SC_CLK_TCK")
-        self.start_busy, self.start_own, self.start_wall = self._busy(), self._own(), time.perf_counter()
-
-    @staticmethod
-    def _busy() -> int | None:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-            # user nice system idle iowait irq softirq steal ...
-            return sum(fields[:3]) + sum(fields[5:8])
-        return None
-
-    @staticmethod
-    def _own() -> int | None:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            after_name = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-            # utime, stime (all threads), cutime, cstime (children waited for): a
-            # benchmark that runs its contenders in child processes counts them as its own
-            return sum(int(v) for v in after_name[11:15])
-        return None
-
-    def share(self) -> float | None:
-        busy, own = self._busy(), self._own()
-        if None in (busy, own, self.start_busy, self.start_own):
-            return None
-        capacity = (time.perf_counter() - self.start_wall) * self.tick * (os.cpu_count() or 1)
-        return max(0.0, (busy - self.start_busy) - (own - self.start_own)) / capacity if capacity > 0 else None
-
-
-def run_meta(load: OtherLoad, wall: float, **fields) -> dict:
-    """A benchmark's ``meta``: the date, its own ``fields``, other processes' CPU share since
-    ``load`` started, the versions (with the commit) and the seconds since ``wall``."""
-    return {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), **fields,
-            "other_processes_cpu_share": load.share(), "versions": versions(),
-            "total_seconds": time.perf_counter() - wall}
-
-
-def write_json(path: Path | None, payload: dict) -> None:
-    """Write ``payload`` as indented JSON to ``path`` (its folder made), unless it is None."""
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2) + "\n")
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} logical CPUs)"
-    return platform.processor() or "CPU"
-
-
-def versions() -> dict[str, object]:
-    found = {"python": platform.python_version(), "torch": torch.__version__,
-             "torchvision": torchvision.__version__, "camlib": camlib.__version__}
-    for label, module in (("grad-cam", "pytorch_grad_cam"), ("torchcam", "torchcam"), ("captum", "captum")):
-        with contextlib.suppress(Exception):
-            from importlib.metadata import version
-            found[label] = version(label)
-            continue
-        found[label] = getattr(sys.modules.get(module), "__version__", "?")
-    found.update(code_state())
-    return found
-
-
-def code_state() -> dict[str, object]:
-    """The git commit the run's code is on, and whether the code in camlib/ or benchmarks/
-    differs from it: changed tracked files or new Python files, results files aside (None where
-    git or the checkout is missing)."""
-    def git(*args: str) -> str | None:
-        with contextlib.suppress(Exception):
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  check=True, timeout=10).stdout.strip()
-        return None
-
-    changed = git("status", "--porcelain", "--untracked-files=all", "--", "camlib",
-                  "benchmarks", ":(exclude)camlib/results", ":(exclude)benchmarks/results")
-    if changed is not None:  # tracked files changed, or new Python files
-        changed = [line for line in changed.splitlines()
-                   if not line.startswith("??") or line.endswith(".py")]
-    return {"commit": git("rev-parse", "HEAD"),
-            "uncommitted_changes": None if changed is None else bool(changed)}
 
 
 def check_targets(rows: dict[str, dict]) -> list[dict]:
@@ -445,10 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2)")
     parser.add_argument("--memory-repeats", type=int, default=None, help="memory calls per contender (default 5)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers and metadata here")
-    parser.add_argument("--quick", action="store_true", help="smoke run: batch 2, size 64, 2 rounds")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: a tiny net, batch 2, 32 x 32, 2 rounds, 1 thread")
     args = parser.parse_args(argv)
     if args.quick:
-        args.batch, args.size = 2, 64
+        args.batch, args.size = 2, 32
+        torch.set_num_threads(1)
         args.repeats = args.repeats or 2
         args.warmup = 1 if args.warmup is None else args.warmup
         args.memory_repeats = args.memory_repeats or 1
@@ -461,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     wall_start = time.perf_counter()
 
     torch.manual_seed(0)
-    model = torchvision.models.resnet50(weights=None).eval().to(device)
+    model = (tiny() if args.quick else torchvision.models.resnet50(weights=None))
+    model = model.eval().to(device)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
         logits = model(x)
@@ -542,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "batch": args.batch,
         "size": args.size,
-        "model": "torchvision resnet50(weights=None), torch.manual_seed(0), eval, layer4",
+        "model": ("tiny" if args.quick else "torchvision resnet50(weights=None)")
+        + ", torch.manual_seed(0), eval, layer4",
         "repeats": repeats,
         "warmup_rounds": warmup,
         "memory_repeats": memory_repeats,

@@ -5,12 +5,12 @@
 A submission starts from the student version (coursework/student/) and fills each exercise's stub
 with the reference solution (from coursework/source/), with one of the typical mistakes below, or
 with something broken (a syntax error, an infinite loop), or leaves the stub; check cells can be
-deleted or edited and a file can be made unreadable. tests/test_coursework.py and
+deleted or edited and a file can be made unreadable. tests/coursework/ and
 benchmarks/grading_speed.py build their classes with the same functions, and
 :func:`expected_grade` says what the grader must report for each exercise.
 
 Each exercise has one *subtle* mistake that passes its visible checks and must be caught by a
-hidden check (``caught_by``); tests/test_coursework.py checks that this holds for all of them.
+hidden check (``caught_by``); tests/coursework/ checks that this holds for all of them.
 """
 from __future__ import annotations
 

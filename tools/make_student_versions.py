@@ -20,7 +20,10 @@ Untagged cells (introduction, setup) are copied unchanged. The notebook metadata
 ``coursework.exercises`` lists the exercises (``id``, ``title``) in order.
 
 Output is deterministic (cell ids from the source, no outputs, no execution counts, sorted keys),
-so a stale student version shows up as a byte difference (tests/test_coursework.py).
+so a stale student version shows up as a byte difference (tests/coursework/).
+
+A hidden check defines ``probe(seed=None)`` and ``verdict(got, want)`` and runs nothing else
+(tools/grade_hidden.py says how the grader uses them).
 """
 from __future__ import annotations
 
@@ -82,6 +85,27 @@ def stub_solution(source: str, exercise: str, where: str) -> str:
     return "\n".join(out)
 
 
+def check_hidden(source: str, where: str) -> None:
+    """A hidden check defines probe(seed=None) and verdict(got, want) and, besides imports
+    and comments, runs nothing: the grader executes it both beside the student's code and
+    in its own process."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as error:
+        raise SourceError(f"{where}: the hidden check does not parse: {error}") from None
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    others = [node for node in tree.body
+              if not isinstance(node, (ast.FunctionDef, ast.Import, ast.ImportFrom))]
+    if others or not {"probe", "verdict"} <= set(functions):
+        raise SourceError(f"{where}: a hidden check defines probe(seed=None) and "
+                          "verdict(got, want), with only imports beside them")
+    arguments = functions["probe"].args
+    if [a.arg for a in arguments.args] != ["seed"] or len(arguments.defaults) != 1:
+        raise SourceError(f"{where}: the hidden check's probe takes one argument, seed=None")
+
+
 def clean_cell(cell, source: str | None = None):
     """A copy with only what a fresh notebook needs: no outputs, counts or run-time metadata."""
     metadata = {"tags": list(cell.metadata["tags"])} if cell.metadata.get("tags") else {}
@@ -133,6 +157,7 @@ def build(source_path: Path) -> tuple[str, str]:
             cells.append(clean_cell(cell))
             by_id[exercise]["checks"].append({"id": cell_id, "source": cell.source})
         elif role == "hidden-check":
+            check_hidden(cell.source, where)
             by_id[exercise]["hidden_checks"].append({"id": cell_id, "source": cell.source})
         else:
             cells.append(clean_cell(cell))

@@ -1,0 +1,138 @@
+"""The hidden checks' machinery without the sandbox: what counts as plain data, the
+loader, the seeds drawn from a secret, and every planted mistake caught on private
+inputs too.
+
+Cost: about 40 s of CPU (each notebook's setup once, each hidden check twice: the checks
+of 2.1 and 2.2 load EfficientNet-Lite0 and run the book's photos); the rest is instant.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import grade  # noqa: E402
+import grade_hidden as hidden  # noqa: E402
+import make_sample_class as samples  # noqa: E402
+
+
+class Lying(torch.Tensor):
+    """A tensor whose comparisons always hold."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in ("allclose", "equal", "__eq__", "eq"):
+            return True
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+class Marker:
+    """Unpickling it would create a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_plain_data_is_accepted_as_it_is() -> None:
+    value = {"a": [torch.arange(3), (1, 2.5, True, None, "x")], 7: torch.zeros(2, 2)}
+    assert hidden.plain(value) is value
+
+
+@pytest.mark.parametrize(
+    "value, named",
+    [
+        (torch.zeros(3).as_subclass(Lying), "Lying"),
+        (torch.nn.Parameter(torch.zeros(2)), "Parameter"),
+        (np.zeros(3), "ndarray"),
+        (np.float64(1.0), "float64"),
+        (OrderedDict(a=1), "OrderedDict"),
+        ({(1, 2): 3}, "dict key of type tuple"),
+        ([torch.zeros(2, 2).to_sparse()], "sparse"),
+        (type("F", (float,), {})(1.0), "F"),
+    ],
+)
+def test_anything_else_is_refused_with_its_type_named(value, named) -> None:
+    with pytest.raises(hidden.NotPlain, match=named):
+        hidden.plain(value)
+
+
+def test_loader_refuses_subclasses_and_reduce_objects_without_running_them(
+    tmp_path,
+) -> None:
+    marker = tmp_path / "ran"
+    torch.save({"x": Marker(marker)}, tmp_path / "reduce.pt")
+    with pytest.raises(hidden.NotPlain, match="the global getattr"):
+        hidden.load(tmp_path / "reduce.pt", 1 << 20)
+    assert not marker.exists()
+    with open(tmp_path / "plain-pickle.pt", "wb") as handle:  # not even a torch file
+        pickle.dump(Marker(marker), handle)
+    with pytest.raises(hidden.NotPlain):
+        hidden.load(tmp_path / "plain-pickle.pt", 1 << 20)
+    assert not marker.exists()
+    torch.save([torch.ones(2).as_subclass(Lying)], tmp_path / "lying.pt")
+    with pytest.raises(
+        hidden.NotPlain, match="Lying"
+    ):  # __main__.Lying or this module's
+        hidden.load(tmp_path / "lying.pt", 1 << 20)
+    torch.save(torch.zeros(1000), tmp_path / "big.pt")
+    with pytest.raises(hidden.NotPlain, match="bytes"):
+        hidden.load(tmp_path / "big.pt", 1000)
+    torch.save({"t": torch.arange(4), "n": 3}, tmp_path / "fine.pt")
+    loaded = hidden.load(tmp_path / "fine.pt", 1 << 20)
+    assert type(loaded["t"]) is torch.Tensor and loaded["t"].tolist() == [0, 1, 2, 3]
+
+
+def test_seeds_are_public_without_a_secret_and_drawn_from_it_otherwise() -> None:
+    key = grade.load_keys()["ex01_overview"]
+    checks = [h["id"] for e in key["exercises"] for h in e["hidden_checks"]]
+    assert hidden.seeds(key, None) == {check: None for check in checks}
+    first, again = hidden.seeds(key, b"one secret"), hidden.seeds(key, b"one secret")
+    other = hidden.seeds(key, b"another secret")
+    assert first == again and set(first) == set(checks)
+    assert len(set(first.values())) == len(checks)  # each check its own inputs
+    assert all(first[c] != other[c] for c in checks)
+    assert all(0 <= seed < 2**31 for seed in first.values())
+
+
+def mistaken_cell(notebook: str, exercise: str, answer: str = "subtle") -> str:
+    submitted = nbformat.reads(
+        samples.submission(notebook, samples.Plan({exercise: answer})), as_version=4
+    )
+    return next(
+        c.source
+        for c in submitted.cells
+        if {"solution", f"exercise-{exercise}"} <= set(c.metadata.get("tags", []))
+    )
+
+
+@pytest.mark.parametrize("notebook", samples.NOTEBOOKS)
+def test_every_planted_mistake_is_caught_on_private_inputs(notebook) -> None:
+    """With inputs drawn from a secret, each subtle mistake still fails the hidden check
+    meant for it, and the reference passes every hidden check (trial checks that)."""
+    key = grade.load_keys()[notebook]
+    private = hidden.seeds(key, b"a secret for this test only")
+    mistakes = {e["id"]: mistaken_cell(notebook, e["id"]) for e in key["exercises"]}
+    verdicts = hidden.trial(
+        key, ROOT / key["source"], mistakes, private
+    )  # raises if the
+    for exercise in key["exercises"]:  # reference fails a check on its own results
+        caught_by = samples.MISTAKES[exercise["id"]]["subtle"].caught_by
+        outcome, name, message = verdicts[caught_by]
+        assert (outcome, name) == ("error", "AssertionError"), (
+            exercise["id"],
+            verdicts,
+        )
+        assert message.startswith(f"Exercise {exercise['id']}:"), message
