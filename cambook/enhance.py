@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -155,6 +155,8 @@ class Experiment:
     threshold_curve: list[dict[str, float]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     peak_side: float = float("nan")  # the peak window's side, in scene pixels
+    # stage 1's validation accuracy after each training attempt (:func:`train_stage1`)
+    stage1_attempts: list[float] = field(default_factory=list)
     validated_ratio: float = float("nan")  # the threshold chosen on the validation scenes
     # trained models and test scenes, for figures; not part of the saved results
     artifacts: dict = field(default_factory=dict, repr=False)
@@ -180,6 +182,32 @@ def policy_windows(maps: Tensor, windows: Tensor, boxes: Tensor, peak_side: floa
     )))
 
 
+def make_splits(config: Config, device: torch.device
+                ) -> tuple[data.Scenes, data.Scenes, data.Scenes]:
+    """The training, validation and test scenes of ``config.seed``, on ``device``."""
+    splits = (config.n_train, config.n_validation, config.n_test)
+    scenes = data.make_scenes(sum(splits), seed=10_000 + config.seed,
+                              size=config.image_size)
+    scenes = data.Scenes(*(tensor.to(device) for tensor in
+                           (scenes.images, scenes.labels, scenes.boxes, scenes.masks)))
+    ends = (splits[0], splits[0] + splits[1])
+    return scenes[: ends[0]], scenes[ends[0] : ends[1]], scenes[ends[1] :]
+
+
+def check_stage1(config: Config = Config()) -> dict[str, float | int | list[float]]:
+    """Stage 1 alone, exactly as :func:`run_experiment` trains it for ``config.seed``:
+    the validation accuracy of every attempt, and the global view's test accuracy."""
+    device = device_of(config)
+    torch.manual_seed(config.seed)
+    train, validation, test = make_splits(config, device)
+    views = [global_view(split.float_images(), config)
+             for split in (train, validation, test)]
+    net, attempts = train_stage1(views[0], train.labels, views[1], validation.labels,
+                                 config, device)
+    return {"seed": config.seed, "attempts": attempts,
+            "global_view_test": accuracy(probabilities(net, views[2]), test.labels)}
+
+
 def run_experiment(config: Config = Config(), progress: bool = False) -> Experiment:
     """Data, training and evaluation from scratch for ``config.seed``, on ``config.device``."""
     from tqdm.auto import tqdm
@@ -190,20 +218,19 @@ def run_experiment(config: Config = Config(), progress: bool = False) -> Experim
     total_epochs = config.epochs * (1 + len(config.single_networks)) + config.stage2_epochs
     bar = tqdm(total=total_epochs, desc=f"seed {config.seed}", disable=not progress)
     clock = time.perf_counter()
-    splits = (config.n_train, config.n_validation, config.n_test)
-    scenes = data.make_scenes(sum(splits), seed=10_000 + config.seed, size=config.image_size)
-    scenes = data.Scenes(*(tensor.to(device) for tensor in (scenes.images, scenes.labels, scenes.boxes, scenes.masks)))
-    train, validation, test = (scenes[: splits[0]], scenes[splits[0] : splits[0] + splits[1]],
-                               scenes[splits[0] + splits[1] :])
+    train, validation, test = make_splits(config, device)
     full = {"train": train.float_images(), "test": test.float_images()}
-    views = {"train": global_view(full["train"], config), "test": global_view(full["test"], config),
+    views = {"train": global_view(full["train"], config),
+             "test": global_view(full["test"], config),
              "validation": global_view(validation.float_images(), config)}
     result.seconds["data"] = time.perf_counter() - clock
 
-    # Stage 1: the global classifier, and its CAM of the true class on the training scenes.
+    # Stage 1: the global classifier (restarted if it did not learn), and its CAM of the
+    # true class on the training scenes.
     clock = time.perf_counter()
-    stage1 = _new_net(config, device)
-    train_classifier(stage1, channels_last(views["train"]), train.labels, config, progress=bar.update)
+    stage1, result.stage1_attempts = train_stage1(
+        views["train"], train.labels, views["validation"], validation.labels, config,
+        device, progress=bar.update)
     train_windows, train_maps = cam_windows(stage1, views["train"], train.labels, config)
     result.seconds["stage 1"] = time.perf_counter() - clock
 
@@ -275,6 +302,37 @@ def run_experiment(config: Config = Config(), progress: bool = False) -> Experim
     return result
 
 
+def learned_bound(config: Config) -> float:
+    """The validation accuracy above which stage 1 counts as trained: ``learned_factor``
+    times chance. A network that learned nothing scores about chance (1 in 8); one that
+    names the genus and guesses the species, about 1 in 2."""
+    return config.learned_factor / len(data.SCENE_CLASSES)
+
+
+def train_stage1(views: Tensor, labels: Tensor, validation_views: Tensor,
+                 validation_labels: Tensor, config: Config, device: torch.device,
+                 progress: Callable[[int], None] | None = None
+                 ) -> tuple[SmallCNN, list[float]]:
+    """Stage 1 with a restart rule: train on the global ``views``; if the validation
+    accuracy stays below :func:`learned_bound`, start again from a fresh initialisation
+    and data order (at most ``config.stage1_restarts`` times). Returns the last network
+    and the validation accuracy of every attempt. The first attempt is the plain run: a
+    seed that learns at once is not changed by the rule."""
+    attempts: list[float] = []
+    for attempt in range(1 + config.stage1_restarts):
+        run = config
+        if attempt:  # a fresh initialisation and data order, the data unchanged
+            run = replace(config, seed=config.seed + 1_000_000 * attempt)
+            torch.manual_seed(run.seed)
+        net = _new_net(config, device)
+        train_classifier(net, channels_last(views), labels, run, progress=progress)
+        scores = probabilities(net, validation_views)
+        attempts.append(accuracy(scores, validation_labels))
+        if attempts[-1] >= learned_bound(config):
+            break
+    return net, attempts
+
+
 def _new_net(config: Config, device: torch.device) -> SmallCNN:
     net = SmallCNN(len(data.SCENE_CLASSES), config.widths)
     return net.to(device, memory_format=torch.channels_last)
@@ -327,6 +385,22 @@ def run_seeds(seeds: Sequence[int], config: Config = Config(), progress: bool = 
     return {"seeds": list(seeds), "summary": summarise(runs), "runs": [e.to_dict() for e in runs]}
 
 
+def _stage1_message(seed: int, attempts: Sequence[float], config: Config) -> str:
+    """One line on whether stage 1 learned (validation accuracy against the bound)."""
+    bound = learned_bound(config)
+    tried = ", ".join(f"{a:.3f}" for a in attempts)
+    if attempts[-1] < bound:
+        return (f"seed {seed}: WARNING: stage 1 did not learn: validation accuracy"
+                f" {tried} in {len(attempts)} attempts, all below {bound:.3f}"
+                f" ({config.learned_factor:g} x chance); this seed's figures are not"
+                " the chapter's experiment")
+    if len(attempts) > 1:
+        return (f"seed {seed}: stage 1 restarted: validation accuracy {tried}"
+                f" (bound {bound:.3f}); the last attempt learned")
+    return (f"seed {seed}: stage 1 learned (validation accuracy {tried},"
+            f" bound {bound:.3f})")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cambook.enhance", description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds")
@@ -338,22 +412,46 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--single-network", nargs="*", default=[], choices=["crops", "crops + drops"],
                         help="also train WS-DAN-style single networks (slow)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: CUDA when present)")
+    parser.add_argument("--stage1-only", action="store_true",
+                        help="train and test stage 1 only, to check that it learns")
     args = parser.parse_args(argv)
     config = Config(epochs=args.epochs, stage2_epochs=args.stage2_epochs, n_train=args.n_train,
                     n_test=args.n_test, device=args.device, single_networks=tuple(args.single_network))
-    results = run_seeds(args.seed, config, progress=True)
-    seconds = [run["seconds"]["total"] for run in results["runs"]]
-    print(f"{len(seconds)} seed(s) on {device_of(config)}: {', '.join(f'{s:.1f}' for s in seconds)} s each")
-    for row, values in results["summary"].items():
-        cells = ", ".join(f"{m} {v['mean']:.3f} +- {v['std']:.3f}" for m, v in values.items() if not math.isnan(v["mean"]))
-        print(f"{row}: {cells}")
+    if args.stage1_only:  # the file is rewritten after every seed: a long run keeps
+        results = {"seeds": [], "bound": learned_bound(config), "runs": []}  # its seeds
+        for seed in args.seed:
+            row = check_stage1(replace(config, seed=seed))
+            results["seeds"].append(seed)
+            results["runs"].append(row)
+            print(_stage1_message(seed, row["attempts"], config)
+                  + f"; global view on the test scenes {row['global_view_test']:.3f}",
+                  flush=True)
+            if args.json:
+                _write_results(results, args.json, argv)
+        return
+    else:
+        results = run_seeds(args.seed, config, progress=True)
+        seconds = [run["seconds"]["total"] for run in results["runs"]]
+        print(f"{len(seconds)} seed(s) on {device_of(config)}: "
+              f"{', '.join(f'{s:.1f}' for s in seconds)} s each")
+        for run in results["runs"]:
+            seed, attempts = run["config"]["seed"], run["stage1_attempts"]
+            print(_stage1_message(seed, attempts, config))
+        for row, values in results["summary"].items():
+            cells = ", ".join(f"{m} {v['mean']:.3f} +- {v['std']:.3f}"
+                              for m, v in values.items() if not math.isnan(v["mean"]))
+            print(f"{row}: {cells}")
     if args.json:
-        from .provenance import record
-
-        results["meta"] = record("cambook.enhance", argv)
-        with open(args.json, "w") as handle:
-            handle.write(json.dumps(results, indent=1) + "\n")
+        _write_results(results, args.json, argv)
         print(f"wrote {args.json}")
+
+
+def _write_results(results: dict, path: str, argv: Sequence[str] | None) -> None:
+    from .provenance import record
+
+    results["meta"] = record("cambook.enhance", argv)
+    with open(path, "w") as handle:
+        handle.write(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -180,45 +180,6 @@ def show_window(ax, image: Tensor, window: Sequence[float], title: str, colour: 
     ax.axis("off")
 
 
-def plot_two_stage(scenes, pipeline, class_names: Sequence[str]) -> Figure:
-    """Columns are scenes; rows: the scene with its true box (green) and the CAM window (white),
-    stage 1's map over the global view, and the crop stage 2 classifies."""
-    import torch.nn.functional as F
-
-    count = pipeline.crops.shape[0]
-    fig, axes = plt.subplots(3, count, figsize=(2.5 * count, 8.6), squeeze=False, layout="constrained")
-    images = scenes.float_images()
-    views = F.interpolate(pipeline.views, size=tuple(pipeline.maps.shape[-2:]), mode="nearest")
-    for i in range(count):
-        show_window(axes[0, i], images[i], scenes.boxes[i].tolist(), f"true: {class_names[scenes.labels[i]]}", "lime")
-        x0, y0, x1, y1 = pipeline.windows[i].tolist()
-        axes[0, i].add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.5, ec="white"))
-        first = class_label(class_names, int(pipeline.first[i].argmax()), float(pipeline.first[i].max()))
-        show_map(axes[1, i], views[i], pipeline.maps[i], f"stage 1:\n{first}")
-        second = class_label(class_names, int(pipeline.second[i].argmax()), float(pipeline.second[i].max()))
-        axes[2, i].imshow(_image(pipeline.crops[i]), interpolation="nearest")
-        axes[2, i].set_title(f"stage 2:\n{second}", fontsize=9)
-        axes[2, i].axis("off")
-    add_colorbar(fig, axes[1].tolist())
-    fig.suptitle("Scene and windows / stage-1 CAM over the global view / the crop stage 2 sees")
-    return fig
-
-
-def plot_photo_zooms(photos: dict, zooms: dict, class_names: Sequence[str], topk: int = 3) -> Figure:
-    """Each photo with its CAM window and top classes (top row), the crop and its classes (bottom)."""
-    fig, axes = plt.subplots(2, len(photos), figsize=(3 * len(photos), 6.2), squeeze=False, layout="constrained")
-    for i, (name, photo) in enumerate(photos.items()):
-        zoom = zooms[name]
-        before = "\n".join(class_label(class_names, int(c), float(p)) for p, c in zip(*zoom.before.topk(topk)))
-        after = "\n".join(class_label(class_names, int(c), float(p)) for p, c in zip(*zoom.after.topk(topk)))
-        show_window(axes[0, i], photo, zoom.window.tolist(), f"{name}, whole photo:\n{before}")
-        x0, y0, x1, y1 = (int(v) for v in zoom.window.round())
-        axes[1, i].imshow(_image(photo[:, y0:y1, x0:x1]))
-        axes[1, i].set_title(f"the crop:\n{after}", fontsize=9)
-        axes[1, i].axis("off")
-    return fig
-
-
 def plot_family(
     images: Tensor, maps: dict, row_titles: Sequence[str], title: str, names: dict | None = None,
     masks: Tensor | None = None, alpha: float = 0.5,

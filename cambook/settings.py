@@ -27,6 +27,11 @@ class Config:
     batch_size: int = 32  # stage 1 and the single networks: small batches, many steps
     stage2_batch_size: int = 64
     learning_rate: float = 1e-2
+    # Stage 1 has learned when its validation accuracy is at least learned_factor times
+    # chance (1 / classes); if not, it starts again from a fresh initialisation and data
+    # order, at most stage1_restarts times
+    learned_factor: float = 2.0
+    stage1_restarts: int = 2
     ratio: float = 0.2  # Zhou et al.'s threshold
     map_size: int = 32  # maps are thresholded at this resolution (a quarter of the image's)
     training_map_size: int = 32  # the same, for the crops made at every training step

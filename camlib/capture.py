@@ -69,14 +69,21 @@ def find_feature_layer(model: nn.Module, images: Tensor) -> str:
 
     For a network of the form ``features -> global pooling -> classifier`` this is the feature
     map that feeds the pooling. Among modules that finish together (a block and its last child),
-    the outermost one is chosen because its hook fires last.
+    the outermost one is chosen because its hook fires last. If token outputs [B, N, K]
+    come after it (a transformer, whose last 4-D map is its patch embedding), a
+    ValueError.
     """
     last: list[str] = []
+    tokens: list[tuple[str, tuple[int, ...]]] = []
 
     def remember(name: str):
         def hook(_module: nn.Module, _inputs: tuple, output: object) -> None:
             if isinstance(output, Tensor) and output.ndim == 4 and output.shape[-2:].numel() > 1:
                 last[:] = [name]
+                tokens.clear()
+            elif isinstance(output, Tensor) and output.ndim == 3:
+                if output.shape[1] > 1:
+                    tokens[:] = [(name, tuple(output.shape))]
         return hook
 
     handles = [m.register_forward_hook(remember(n)) for n, m in model.named_modules() if n]
@@ -88,11 +95,18 @@ def find_feature_layer(model: nn.Module, images: Tensor) -> str:
             handle.remove()
     if not last:
         raise ValueError("could not find a layer with a 4-D feature-map output; pass layers=[...]")
+    if tokens:
+        raise ValueError(
+            f"the last 4-D feature map is {last[0]!r}, but later layers output tokens "
+            f"(e.g. {tokens[0][0]!r}, {tokens[0][1]}): a transformer. Pass "
+            "layers=[...], usually the last block's first norm"
+        )
     return last[0]
 
 
 class ActivationRecorder:
-    """Keeps the latest output of each named layer while ``armed``.
+    """Keeps the latest output of each named layer while ``armed``, in the layer's own
+    layout (see :mod:`camlib.layouts`, which reads it as maps).
 
     The recorded value is the layer's output as it was returned, even if the network later
     changes that tensor in place. With ``track_gradients``, the first recorded layer becomes the
@@ -125,10 +139,10 @@ class ActivationRecorder:
             if not self.armed:
                 return None
             self.calls[name] = self.calls.get(name, 0) + 1
-            if not isinstance(output, Tensor) or output.ndim != 4:
-                got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            if not isinstance(output, Tensor):
                 raise ValueError(
-                    f"layer {name!r}: expected a 4-D feature map [B, K, h, w] as output, got {got}"
+                    f"layer {name!r}: expected a tensor as output ([B, K, h, w], "
+                    f"[B, h, w, K] or tokens [B, N, K]), got {type(output).__name__}"
                 )
             if self.track_gradients:
                 if not output.requires_grad:
@@ -172,11 +186,16 @@ class LayerSwap:
     meets the larger batch), every pass from then on runs the whole network on each row's
     image, ``max_rows`` rows at a time, and ``mode`` becomes ``"full"``; if even that does not
     reproduce the logits, a ValueError.
+
+    ``restore`` puts the rows back into the layer's own layout first (channels-last,
+    tokens; see :mod:`camlib.layouts`).
     """
 
     def __init__(self, model: nn.Module, layer: str, call: int, images: Tensor, activations: Tensor,
-                 logits: Tensor, to_logits, max_rows: int = 64) -> None:
+                 logits: Tensor, to_logits, max_rows: int = 64, restore=None) -> None:
         self.model, self.layer, self.call = model, layer, call
+        # (rows [R, K, h, w], owners [R]) -> rows in the layer's own layout
+        self.restore = restore
         self.module = dict(model.named_modules())[layer]
         self.images, self.activations, self.logits = images, activations, logits
         self.to_logits = to_logits
@@ -187,6 +206,8 @@ class LayerSwap:
         self._seen, self._rows = 0, None
 
     def __call__(self, rows: Tensor, owners: Tensor) -> Tensor:
+        if self.restore is not None:
+            rows = self.restore(rows, owners)
         if self.mode == "unchecked":
             if self._reproduces(self.images[:0]):
                 self.mode = "tail"

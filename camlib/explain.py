@@ -1,7 +1,6 @@
 """The pipeline: images -> one forward pass with scoped hooks -> method -> image-sized maps."""
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Union
@@ -10,11 +9,14 @@ import torch
 from torch import Tensor, nn
 
 from . import checks
+from .backbones import layer_or_probe
 from .checks import Classes
 from .capture import (
-    ActivationRecorder, LayerSwap, find_feature_layer, model_state_preserved, resolve_layers,
+    ActivationRecorder, LayerSwap, model_state_preserved, resolve_layers,
 )
+from .layouts import Layout, LayoutOptions, infer_layout
 from .methods import LinearHead, Method, MethodInputs, get_method
+from .methods.base import find_linear_head
 from .postprocess import to_image_maps, zhou_boxes
 
 #: explain's default method: Grad-CAM works on any differentiable model with a spatial layer,
@@ -68,7 +70,8 @@ class Explanation:
 
 @dataclass
 class Capture:
-    """One forward pass: the logits and each recorded layer's output.
+    """One forward pass: the logits and each recorded layer's output, in the layer's own
+    layout; ``layouts`` read each as maps [B, K, h, w] (:meth:`maps`).
 
     When gradients were tracked, the autograd graph from the layers to the logits is alive, and
     :meth:`gradients` computes (and caches) d logit / d layer output for any classes.
@@ -79,13 +82,21 @@ class Capture:
     _cached: tuple[Tensor, dict[str, Tensor]] | None = field(default=None, repr=False)
     images: Tensor | None = field(default=None, repr=False)  # the input, for perturbation methods
     calls: dict[str, int] = field(default_factory=dict)  # which call of each layer was recorded
+    layouts: dict[str, Layout] = field(default_factory=dict)
+
+    def maps(self, layer: str) -> Tensor:
+        """The layer's output as feature maps [B, K, h, w], detached."""
+        output = self.activations[layer].detach()
+        layout = self.layouts.get(layer)
+        return output if layout is None else layout.to_maps(output).contiguous()
 
     @property
     def layers(self) -> list[str]:
         return list(self.activations)
 
     def gradients(self, classes: Tensor) -> dict[str, Tensor]:
-        """``{layer: [B, T, K, h, w]}``: one backward pass per class column, over the head only.
+        """``{layer: [B, T, *output shape]}``, in the layer's layout: one backward pass
+        per class column, over the head only.
 
         Images in a batch are independent in eval mode, so summing the chosen logits over the
         batch gives every image its own gradient in one pass. The graph is kept for later calls.
@@ -149,6 +160,7 @@ class Explainer:
     def __init__(
         self, model: nn.Module, method: str = DEFAULT_METHOD,
         layers: Layers | None = None, batch_size: int | None = None, progress: bool = False,
+        layout: str | dict[str, str] | None = None, reshape: object = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -158,6 +170,7 @@ class Explainer:
         self.batch_size = batch_size
         self.progress = bool(progress)
         self.layers: list[str] | None = None if layers is None else resolve_layers(model, layers)
+        self.layout_options = LayoutOptions.checked(layout, reshape, self.layers)
         self._recorder: ActivationRecorder | None = None
         self._heads: dict[str, LinearHead] = {}
         self._inside_block = False
@@ -214,7 +227,11 @@ class Explainer:
                 if missing:
                     raise ValueError(f"layers {missing} did not run in the forward pass")
                 recorded = {name: activations[name] for name in recorder.layer_names}
-                return Capture(logits, recorded, images=images, calls=dict(recorder.calls))
+                layouts = {name: self._layout(name, output, images)
+                           for name, output in recorded.items()}
+                calls = dict(recorder.calls)
+                return Capture(logits, recorded, images=images, calls=calls,
+                               layouts=layouts)
             finally:
                 if not self._inside_block:
                     self.close()
@@ -222,21 +239,29 @@ class Explainer:
     def raw_maps(self, capture: Capture, layer: str, classes: Tensor, method: Method | None = None) -> Tensor:
         """Raw maps [B, T, h, w] of ``layer`` for ``classes`` [B, T] from a capture."""
         method = method or self.method
-        activations = capture.activations[layer]
+        activations = capture.maps(layer)
         logits = capture.logits.detach()
         if (method.needs_forward or method.needs_tail) and capture.images is None:
             raise ValueError(
                 f"method {method.name!r} reruns the network: the capture must hold the images"
             )
         tail = None
+        layout = capture.layouts.get(layer)
         if method.needs_tail:
+            output = capture.activations[layer].detach()
+            restore = None if layout is None or layout.name == "channels_first" else (
+                lambda rows, owners: layout.restore(rows, output[owners]))
             tail = LayerSwap(self.model, layer, capture.calls.get(layer, 1), capture.images,
-                             activations.detach(), logits, logits_of)
+                             output, logits, logits_of, restore=restore)
+        gradients = None
+        if method.needs_gradients:
+            gradients = capture.gradients(classes)[layer]
+            gradients = gradients if layout is None else layout.to_maps(gradients)
         return method.compute(
             MethodInputs(
-                activations=activations.detach(),
+                activations=activations,
                 classes=classes,
-                gradients=capture.gradients(classes)[layer] if method.needs_gradients else None,
+                gradients=gradients,
                 head=self._head(layer, activations, capture.logits, required=method.needs_head)
                 if method.needs_head or method.wants_head else None,
                 logits=logits,
@@ -253,10 +278,15 @@ class Explainer:
         with model_state_preserved(self.model), torch.no_grad():
             return logits_of(self.model(images)).detach()
 
+    def _layout(self, name: str, output: Tensor, images: Tensor) -> Layout:
+        module = dict(self.model.named_modules())[name]
+        return infer_layout(name, module, output, self.model, tuple(images.shape[-2:]),
+                            *self.layout_options.for_layer(name))
+
     def _attached_recorder(self, images: Tensor) -> ActivationRecorder:
         if self._recorder is None:
             if self.layers is None:
-                self.layers = [default_layer(self.model, images)]
+                self.layers = [layer_or_probe(self.model, images)]
             self._recorder = ActivationRecorder(self.model, self.layers)
             self._recorder.attach()
         return self._recorder
@@ -273,43 +303,6 @@ class Explainer:
                     raise
                 return None
         return self._heads[layer]
-
-
-_DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
-
-
-def default_layer(model: nn.Module, images: Tensor) -> str:
-    """The feature map feeding the global pooling, found once per model by a probe forward pass."""
-    if model not in _DEFAULT_LAYERS:
-        _DEFAULT_LAYERS[model] = find_feature_layer(model, images)
-    return _DEFAULT_LAYERS[model]
-
-
-def find_linear_head(model: nn.Module, layer: str, features: Tensor, logits: Tensor) -> LinearHead:
-    """The linear classifier that maps GAP(features) to the logits, checked on this batch."""
-    channels, num_classes = features.shape[1], logits.shape[1]
-    candidates = [
-        m for m in model.modules()
-        if isinstance(m, nn.Linear) and m.in_features == channels and m.out_features == num_classes
-    ]
-    if candidates:
-        layer_module = candidates[-1]
-        scale = logits.detach().abs().amax().clamp_min(1.0)
-        for relu_first in (False, True):
-            head = LinearHead(layer_module.weight.detach(), _detached(layer_module.bias), relu_first)
-            pooled = head.pooled_features(features.detach()).mean(dim=(-2, -1))
-            predicted = torch.nn.functional.linear(pooled, head.weight, head.bias)
-            if bool((predicted - logits.detach()).abs().amax() <= 1e-3 * scale):
-                return head
-    raise ValueError(
-        f"method 'cam' needs layer {layer!r} to feed global average pooling and then one linear "
-        f"classifier ({channels} -> {num_classes} classes); this model's head is not of that form. "
-        "Use method='gradcam', which works for any differentiable head."
-    )
-
-
-def _detached(tensor: Tensor | None) -> Tensor | None:
-    return None if tensor is None else tensor.detach()
 
 
 def ready_images(model: nn.Module, images: object, method: Method) -> Tensor:
@@ -337,6 +330,8 @@ def explain(
     topk: int | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    layout: str | dict[str, str] | None = None,
+    reshape: object = None,
 ) -> Explanation:
     r"""Class activation maps of ``images`` under ``model``, batched, on the images' device.
 
@@ -353,8 +348,9 @@ def explain(
             pooling and one linear layer it equals CAM divided by :math:`hw`, so its displayed
             maps are CAM's.
         layers: where to take the feature maps: a module name (``"layer4"``), a module
-            (``model.layer4``), or a list mixing both. Default: the last layer with a spatial
-            output, found by a probe forward pass.
+            (``model.layer4``), or a list mixing both. Default: :func:`camlib.default_layer`
+            for torchvision's families, else the last layer with a 4-D output, found by a
+            probe forward pass.
         classes: which classes to explain: one index for every image, one per image ``[B]``,
             or T per image ``[B, T]`` (list or integer tensor). Default: the top ``topk``.
         topk: explain the ``topk`` highest-scoring classes of each image (default 1). Give
@@ -362,6 +358,15 @@ def explain(
         batch_size: for the methods that run the network again, images (Score-CAM) or ablated
             copies per image (Ablation-CAM) per pass. Default: the method's own.
         progress: show a progress bar over those extra passes.
+        layout: where the channels are in the layers' outputs: ``"channels_first"``
+            ``[B, K, h, w]``, ``"channels_last"`` ``[B, h, w, K]`` (Swin) or ``"tokens"``
+            ``[B, N, K]`` (ViT: class or register tokens first, then the patches row by
+            row); one for every layer or a dict by layer name. Default: read from the
+            layer's module, the model and the shape (see :mod:`camlib.layouts`); a shape
+            that fits both 4-D readings is a ValueError that asks for it.
+        reshape: a callable turning a layer's output into ``[B, K, h, w]`` (or a dict by
+            layer name), for any other layout. Ablation-CAM needs it to only select,
+            permute and reshape values.
 
     Returns:
         An :class:`Explanation` with ``maps`` ``[B, T, H, W]`` in :math:`[0, 1]`, ``raw`` maps
@@ -371,11 +376,14 @@ def explain(
         TypeError: ``model`` is not a module, ``images`` not a float tensor, or an argument of
             the wrong type.
         ValueError: a bad shape, device, class index, layer name or method name, NaN input,
-            ``classes`` with ``topk``, or ``method="cam"`` on a layer that does not feed a
-            GAP + linear head. The message says what was expected and what came.
+            ``classes`` with ``topk``, ``method="cam"`` on a layer that does not feed a
+            GAP + linear head, a layer without spatial axes, an ambiguous layout, a token
+            count that is no grid, or a ``reshape`` that does not return ``[B, K, h, w]``.
+            The message says what was expected and what came.
         RuntimeError: a gradient method under ``torch.inference_mode()``.
     """
     explainer = Explainer(
-        model, method=method, layers=layers, batch_size=batch_size, progress=progress
+        model, method=method, layers=layers, batch_size=batch_size, progress=progress,
+        layout=layout, reshape=reshape,
     )
     return explainer(images, classes=classes, topk=topk)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class LinearHead:
 class MethodInputs:
     """What a method may use; optional fields are filled for methods registered as needing them."""
 
-    activations: Tensor  # [B, K, h, w]: the layer's K feature maps f_k
+    # [B, K, h, w]: the layer's K feature maps f_k, whatever the layer's own layout
+    activations: Tensor
     classes: Tensor  # [B, T]: T classes c per image
     gradients: Tensor | None = None  # [B, T, K, h, w]: d S_c / d f_k
     head: LinearHead | None = None  # needs_head; or wants_head, when the layer feeds one
@@ -106,3 +107,30 @@ def get_method(name: object) -> Method:
 def weighted_sum(activations: Tensor, channel_weights: Tensor) -> Tensor:
     """``M_c = sum_k w_k^c f_k``: activations [B, K, h, w], weights [B, T, K] -> [B, T, h, w]."""
     return torch.einsum("bkhw,btk->bthw", activations, channel_weights)
+
+
+def find_linear_head(model: nn.Module, layer: str, features: Tensor, logits: Tensor) -> LinearHead:
+    """The linear classifier that maps GAP(features) to the logits, checked on this batch."""
+    channels, num_classes = features.shape[1], logits.shape[1]
+    candidates = [
+        m for m in model.modules()
+        if isinstance(m, nn.Linear) and m.in_features == channels and m.out_features == num_classes
+    ]
+    if candidates:
+        layer_module = candidates[-1]
+        scale = logits.detach().abs().amax().clamp_min(1.0)
+        for relu_first in (False, True):
+            head = LinearHead(layer_module.weight.detach(), _detached(layer_module.bias), relu_first)
+            pooled = head.pooled_features(features.detach()).mean(dim=(-2, -1))
+            predicted = torch.nn.functional.linear(pooled, head.weight, head.bias)
+            if bool((predicted - logits.detach()).abs().amax() <= 1e-3 * scale):
+                return head
+    raise ValueError(
+        f"method 'cam' needs layer {layer!r} to feed global average pooling and then one linear "
+        f"classifier ({channels} -> {num_classes} classes); this model's head is not of that form. "
+        "Use method='gradcam', which works for any differentiable head."
+    )
+
+
+def _detached(tensor: Tensor | None) -> Tensor | None:
+    return None if tensor is None else tensor.detach()

@@ -96,6 +96,12 @@ def ablationcam(inputs: MethodInputs) -> Tensor:
     zero changes nothing when zeroed: its weight is 0 without a pass. Where :math:`S_c = 0` the
     weights are 0.
 
+    On a channels-last or token layer (see :mod:`camlib.layouts`) the ablated maps are
+    put back into the layer's own layout before the rest of the network runs: for
+    tokens, channel :math:`k` is zeroed in every patch token. The class token (and any
+    register token) is kept unchanged: it is no position of the map, so it is not
+    ablated and not part of the map.
+
     Args:
         inputs: the layer's activations ``[B, K, h, w]``, the logits and the network's tail and the classes ``[B, T]``.
 

@@ -175,3 +175,22 @@ def test_other_load_counts_waited_for_children_as_own() -> None:
             "while time.process_time() < end: pass")
     subprocess.run([sys.executable, "-c", burn], check=True, timeout=60)
     assert load_._own() - before >= 0.8 * load_.tick
+
+
+def test_vit_benchmark_quick_mode_runs(tmp_path: Path) -> None:
+    """vit_speed.py keeps running: one round of vit_b_16 at batch 1, four contenders (about
+    ten vit_b_16 passes, about 30 s of CPU); it writes its JSON where it is told."""
+    out = tmp_path / "vit.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "vit_speed.py"), "--quick", "--json",
+         str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| camlib Grad-CAM |" in done.stdout and "| torchcam GradCAM |" in done.stdout
+    import json
+
+    rows = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
+    assert all(row["median_ms"] > 0 and row["peak_mib"] is not None for row in rows.values())
+    assert set(rows) == {"plain forward (no_grad)", "camlib Grad-CAM",
+                         "pytorch-grad-cam GradCAM", "torchcam GradCAM"}
