@@ -360,7 +360,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return 0 (the ``camlib-evaluate`` script exits with it); a
-    :class:`UsageError` becomes one line on stderr and ``SystemExit`` with its
+    ``UsageError`` becomes one line on stderr and ``SystemExit`` with its
     status."""
     args = parse(argv)
     try:

@@ -49,7 +49,7 @@ class Layout:
     def restore(self, maps: Tensor, originals: Tensor) -> Tensor:
         """Maps ``[R, K, h, w]`` put back into the layer's layout; the leading tokens
         (and, for a ``reshape``, whatever it leaves out) are taken from ``originals``
-        [R, *shape]."""
+        ``[R, *shape]``."""
         if self.name == "channels_first":
             return maps
         if self.name == "channels_last":

@@ -151,12 +151,14 @@ class EfficientNetLite0(nn.Module):
         self._drop_connect_rate = upstream._global_params.drop_connect_rate or 0.0
 
     def features(self, images: Tensor) -> Tensor:
+        """The last feature map ``[B, 1280, h, w]`` (the output of ``head``)."""
         x = self.stem(images)
         for index, block in enumerate(self.blocks):
             x = block(x, drop_connect_rate=self._drop_connect_rate * index / len(self.blocks))
         return self.head(x)
 
     def forward(self, images: Tensor) -> Tensor:
+        """Logits ``[B, 1000]``: GAP of :meth:`features`, dropout, the linear classifier."""
         pooled = self.pool(self.features(images)).flatten(1)
         return self.classifier(self.dropout(pooled))
 
