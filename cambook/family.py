@@ -199,7 +199,8 @@ SPEED_ROWS = (
     ("Eigen-CAM", "1 forward + 1 SVD", "camlib eigencam", None),
     ("Ablation-CAM, layer feeding GAP + linear", "1 forward (closed form)",
      "camlib ablationcam", "pgc ablationcam"),
-    ("Ablation-CAM, any other layer", "1 forward + K passes of the tail",
+    ("Ablation-CAM, same layer, closed form off",
+     "1 forward + K passes of the tail (here GAP + linear)",
      "camlib ablationcam tail", None),
     ("Score-CAM", "1 + K forward passes", "camlib scorecam", "pgc scorecam"),
 )

@@ -25,8 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from camlib.postprocess import colorize
+
 from .figures import CMAP
-from .widgets import Explorer, ExplorerState, colorbar_png
+from .widgets import Explorer, ExplorerState, colorbar_png, method_name
 
 STATIC_ENV = "CAM_BOOK_STATIC"
 BOX_RATIOS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # the live slider's steps
@@ -92,7 +93,8 @@ def precompute(state: ExplorerState, layers: Sequence[str] | None = None,
             "views": views,
         }
     return {"photos": photos, "layers": layers, "methods": list(methods),
-            "ratios": list(BOX_RATIOS), "colorbar": "data:image/png;base64,"
+            "names": {m: method_name(m) for m in methods}, "ratios": list(BOX_RATIOS),
+            "colorbar": "data:image/png;base64,"
             + base64.b64encode(colorbar_png()).decode("ascii")}
 
 
@@ -167,7 +169,7 @@ def render_html(data: Mapping, element_id: str, initial_layer: str, width: int) 
                             for p in data["photos"])
     method_buttons = "".join(
         f'<label><input type="radio" name="{element_id}-method" value="{m}"'
-        f'{" checked" if i == 0 else ""}> {m.upper()}</label> '
+        f'{" checked" if i == 0 else ""}> {html.escape(data["names"][m])}</label> '
         for i, m in enumerate(data["methods"]))
     return _TEMPLATE.format(
         id=element_id, width=width, bar_width=width - 40, photo_options=photo_options,
@@ -259,14 +261,14 @@ _SCRIPT = """function (opt) {
     var uri = view[m].maps[t];
     if (uri === null) {
       heat.style.display = "none"; frame.style.display = "none";
-      caption.innerHTML = "<b>" + m.toUpperCase() + "</b> is defined only for the layer " +
-        "that feeds the global pooling; choose the last layer or Grad-CAM for <code>" +
-        esc(layer.value) + "</code>.";
+      caption.innerHTML = "<b>" + esc(data.names[m]) +
+        "</b> is defined only for the layer that feeds the global pooling; " +
+        "choose the last layer or Grad-CAM for <code>" + esc(layer.value) + "</code>.";
       return;
     }
     heat.style.display = ""; heat.src = uri; heat.style.opacity = opacity.value;
     caption.innerHTML = "<b>" + esc(c[0]) + "</b> (p=" + c[1].toFixed(2) + ") &middot; " +
-      m.toUpperCase() + " &middot; layer <code>" + esc(layer.value) + "</code> (" +
+      esc(data.names[m]) + " &middot; layer <code>" + esc(layer.value) + "</code> (" +
       cells[0] + "&times;" + cells[1] + " cells)";
     if (box.checked) {
       var r = Math.round(Number(ratio.value) * 20) - 1;
