@@ -183,11 +183,12 @@ def _span(occupied: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def zhou_boxes(maps: Tensor, ratio: float = 0.2) -> Tensor:
-    r"""Zhou et al.'s (2016) box: threshold the map at :math:`\tau \max M`, keep the largest
-    8-connected region, and take its bounding box.
+    r"""Zhou et al.'s (2016) box: threshold the map at :math:`\tau \max M`, keep the
+    largest 8-connected region, and take its bounding box.
 
     On the min-max scaled maps of ``Explanation.maps`` the threshold is simply
-    :math:`\tilde M \ge \tau`. An all-zero map carries no evidence and gives the whole image.
+    :math:`\tilde M \ge \tau`. An all-zero map carries no evidence and gives the whole
+    image.
 
     Args:
         maps: ``[..., H, W]`` maps, usually image-sized.

@@ -13,11 +13,12 @@ def cam(inputs: MethodInputs) -> Tensor:
     .. math:: M_c(i, j) = \sum_k w^c_k\, f_k(i, j)
 
     :math:`w^c` is row :math:`c` of the linear classifier that follows global average
-    pooling, so :math:`\frac{1}{hw}\sum_{i,j} M_c(i, j) + b_c = S_c`: the map's mean plus the
-    bias is the logit. All T classes in one einsum.
+    pooling, so :math:`\frac{1}{hw}\sum_{i,j} M_c(i, j) + b_c = S_c`: the map's mean
+    plus the bias is the logit. All T classes in one einsum.
 
     Args:
-        inputs: the layer's activations ``[B, K, h, w]``, the GAP + linear head and the classes ``[B, T]``.
+        inputs: the layer's activations ``[B, K, h, w]``, the GAP + linear head and the
+            classes ``[B, T]``.
 
     Returns:
         Raw maps ``[B, T, h, w]``, one per class asked of each image.

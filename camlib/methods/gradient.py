@@ -21,7 +21,8 @@ def gradcam(inputs: MethodInputs) -> Tensor:
     Grad-CAM = CAM / :math:`hw`.
 
     Args:
-        inputs: the layer's activations ``[B, K, h, w]``, the gradients ``[B, T, K, h, w]`` and the classes ``[B, T]``.
+        inputs: the layer's activations ``[B, K, h, w]``, the gradients
+            ``[B, T, K, h, w]`` and the classes ``[B, T]``.
 
     Returns:
         Raw maps ``[B, T, h, w]``, one per class asked of each image.
@@ -50,7 +51,8 @@ def gradcampp(inputs: MethodInputs) -> Tensor:
     position, so the pixel weights are uniform too.
 
     Args:
-        inputs: the layer's activations ``[B, K, h, w]``, the gradients ``[B, T, K, h, w]`` and the classes ``[B, T]``.
+        inputs: the layer's activations ``[B, K, h, w]``, the gradients
+            ``[B, T, K, h, w]`` and the classes ``[B, T]``.
 
     Returns:
         Raw maps ``[B, T, h, w]``, one per class asked of each image.
@@ -79,7 +81,8 @@ def xgradcam(inputs: MethodInputs) -> Tensor:
     XGrad-CAM = Grad-CAM = CAM / :math:`hw`.
 
     Args:
-        inputs: the layer's activations ``[B, K, h, w]``, the gradients ``[B, T, K, h, w]`` and the classes ``[B, T]``.
+        inputs: the layer's activations ``[B, K, h, w]``, the gradients
+            ``[B, T, K, h, w]`` and the classes ``[B, T]``.
 
     Returns:
         Raw maps ``[B, T, h, w]``, one per class asked of each image.
@@ -100,7 +103,8 @@ def layercam(inputs: MethodInputs) -> Tensor:
     .. math:: M_c(i, j) = \sum_k \max(g^c_k(i, j), 0)\, f_k(i, j)
 
     Args:
-        inputs: the layer's activations ``[B, K, h, w]``, the gradients ``[B, T, K, h, w]`` and the classes ``[B, T]``.
+        inputs: the layer's activations ``[B, K, h, w]``, the gradients
+            ``[B, T, K, h, w]`` and the classes ``[B, T]``.
 
     Returns:
         Raw maps ``[B, T, h, w]``, one per class asked of each image.
@@ -119,7 +123,8 @@ def hirescam(inputs: MethodInputs) -> Tensor:
     equals CAM / :math:`hw`.
 
     Args:
-        inputs: the layer's activations ``[B, K, h, w]``, the gradients ``[B, T, K, h, w]`` and the classes ``[B, T]``.
+        inputs: the layer's activations ``[B, K, h, w]``, the gradients
+            ``[B, T, K, h, w]`` and the classes ``[B, T]``.
 
     Returns:
         Raw maps ``[B, T, h, w]``, one per class asked of each image.

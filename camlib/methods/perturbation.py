@@ -38,7 +38,8 @@ def scorecam(inputs: MethodInputs) -> Tensor:
     in that layout).
 
     Args:
-        inputs: the layer's activations ``[B, K, h, w]``, the images and a forward function and the classes ``[B, T]``.
+        inputs: the layer's activations ``[B, K, h, w]``, the images and a forward
+            function and the classes ``[B, T]``.
 
     Returns:
         Raw maps ``[B, T, h, w]``, one per class asked of each image.
@@ -103,7 +104,8 @@ def ablationcam(inputs: MethodInputs) -> Tensor:
     ablated and not part of the map.
 
     Args:
-        inputs: the layer's activations ``[B, K, h, w]``, the logits and the network's tail and the classes ``[B, T]``.
+        inputs: the layer's activations ``[B, K, h, w]``, the logits and the network's
+            tail and the classes ``[B, T]``.
 
     Returns:
         Raw maps ``[B, T, h, w]``, one per class asked of each image.

@@ -16,16 +16,8 @@
 // Chromium is @sparticuz/chromium (unpacked offline into a temporary folder), driven by
 // puppeteer-core; both are pinned in package.json next to this file.
 "use strict";
-const chromium = require("@sparticuz/chromium");
-const puppeteer = require("puppeteer-core");
+const { launch } = require("./chromium");
 
-const FLAGS = [
-  "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-  "--disable-component-update", "--disable-sync", "--no-first-run",
-  "--disable-default-apps", "--disable-extensions", "--disable-dev-shm-usage",
-  "--no-default-browser-check", "--disable-domain-reliability",
-  "--disable-client-side-phishing-detection", "--metrics-recording-only",
-];
 
 async function checkPage(browser, base, path) {
   const origin = new URL(base).origin;
@@ -108,11 +100,7 @@ async function exploreStatic(page) {
     console.error("usage: node check_pages.js BASE_URL PAGE [PAGE ...]");
     process.exit(2);
   }
-  const browser = await puppeteer.launch({
-    executablePath: await chromium.executablePath(),
-    headless: "shell",
-    args: FLAGS,
-  });
+  const browser = await launch();
   const reports = [];
   try {
     for (const path of pages) reports.push(await checkPage(browser, base, path));

@@ -26,16 +26,8 @@
 "use strict";
 const fs = require("fs");
 const path = require("path");
-const chromium = require("@sparticuz/chromium");
-const puppeteer = require("puppeteer-core");
+const { launch } = require("./chromium");
 
-const FLAGS = [
-  "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-  "--disable-component-update", "--disable-sync", "--no-first-run",
-  "--disable-default-apps", "--disable-extensions", "--disable-dev-shm-usage",
-  "--no-default-browser-check", "--disable-domain-reliability",
-  "--disable-client-side-phishing-detection", "--metrics-recording-only",
-];
 const MINUTE = 60000;
 
 function watch(page, base, report) {
@@ -303,9 +295,8 @@ async function explore(page, plan) {
     process.exit(2);
   }
   const width = plan.width || 1400, height = plan.height || 900;
-  const browser = await puppeteer.launch({
-    executablePath: await chromium.executablePath(), headless: "shell",
-    args: [...FLAGS, `--window-size=${width},${height}`],
+  const browser = await launch({
+    args: [`--window-size=${width},${height}`],
     defaultViewport: { width, height }, protocolTimeout: 90 * MINUTE,
   });
   const report = { errors: [], console: [], offsite: [], failed: [], aborted: [], notebooks: [],

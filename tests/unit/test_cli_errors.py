@@ -381,9 +381,8 @@ USAGE = [
     (
         "a layer without a feature map",
         _options("--layer", "fc"),
-        r"--methods cam: layer 'fc': expected a 4-D feature map \[B, K, h, w\] as "
-        r"output, "
-        r"got \(4, 2\)",
+        r"--methods cam: layer 'fc': its output \(4, 2\) has no spatial axes; expected "
+        r"\[B, K, h, w\], \[B, h, w, K\] or tokens \[B, N, K\]\. .*",
     ),
     (
         "an unknown model name",
