@@ -28,7 +28,9 @@ if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$sources" ]]; then
     if [[ -d "$ROOT/_build/.jupyter_cache" ]]; then
         echo "build-book: camlib changed; clearing the execution cache"
     fi
-    rm -rf "$ROOT/_build/.jupyter_cache"
+    # Sphinx reuses the pages of notebooks whose text did not change: drop them too, so
+    # that every chapter is executed again.
+    rm -rf "$ROOT/_build/.jupyter_cache" "$ROOT/_build/.doctrees"
     mkdir -p "$ROOT/_build" && echo "$sources" > "$stamp"
 fi
 
