@@ -23,7 +23,7 @@ RATIO_TOLERANCE = 0.1 + 1e-9  # the validated threshold may move one step of its
 
 
 def shipped() -> dict:
-    return json.loads(files("camlib").joinpath("results/family_seeds.json").read_text())
+    return json.loads(files("cambook").joinpath("results/family_seeds.json").read_text())
 
 
 def leaves(tree, path=()):
