@@ -8,6 +8,7 @@ of 2.1 and 2.2 load EfficientNet-Lite0 and run the book's photos); the rest is i
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 from collections import OrderedDict
@@ -136,3 +137,19 @@ def test_every_planted_mistake_is_caught_on_private_inputs(notebook) -> None:
             verdicts,
         )
         assert message.startswith(f"Exercise {exercise['id']}:"), message
+
+
+def test_children_that_run_student_code_see_only_the_kept_variables(monkeypatch) -> None:
+    """One environment for both children (the notebook's and the hidden checks'): a
+    token in the grader's environment does not reach student code."""
+    import grade_sandbox as sandbox
+
+    monkeypatch.setenv("GRADER_TOKEN", "do-not-leak")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    env = sandbox.child_env(["/a", "/b"], 3)
+    assert "GRADER_TOKEN" not in env and env["LANG"] == "C.UTF-8"
+    assert env["PYTHONPATH"] == os.pathsep.join(["/a", "/b"])
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
+    assert set(env) <= set(sandbox.KEPT_ENV) | {
+        "PYTHONPATH", "MPLBACKEND", "PYTHONDONTWRITEBYTECODE", "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS"}
