@@ -43,8 +43,8 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson's r per row; 1 where both rows are constant (both maps flat: they agree).
-    """
+    """Pearson's r per row; 1 where both rows are constant (both maps flat: they
+    agree)."""
     flat = (a.flatten(1).std(1) == 0) & (b.flatten(1).std(1) == 0)
     return torch.where(flat, torch.ones((), dtype=torch.float64), pearson(a, b))
 
