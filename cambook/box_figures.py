@@ -1,5 +1,6 @@
-"""Figures whose boxes stay visible on the image border (Chapters 3 and 4): a box is drawn
-inset by a few pixels with a dark outline, so a box along the edge of a map still shows."""
+"""Figures whose boxes stay visible on the image border (Chapters 3 and 4): a box is
+drawn inset by a few pixels with a dark outline, so a box along the edge of a map still
+shows; and signed difference maps in a colour map centred on zero."""
 from __future__ import annotations
 
 from collections.abc import Sequence
