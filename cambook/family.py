@@ -285,6 +285,8 @@ def speed_markdown(ratios: dict[str, float]) -> str:
 
 
 def _numbers(row) -> list[float]:
+    if isinstance(row, Tensor):
+        return row.detach().double().flatten().tolist()
     if isinstance(row, dict):
         return [x for value in row.values() for x in _numbers(value)]
     if isinstance(row, (list, tuple)):
@@ -312,27 +314,36 @@ def identical_groups(rows: dict, tol: float = 1e-3) -> list[list[str]]:
     return groups
 
 
-def merge_identical(summary: dict, columns: Sequence[str], tol: float = 1e-3) -> dict:
-    """``summary`` ({method: {metric: value}}) with the methods that agree on every metric of
-    ``columns`` merged into one row, keyed by their human names ("CAM, Grad-CAM"), ready for
-    :func:`cambook.compare.markdown_table`."""
-    shown = {m: {c: row[c] for c in columns} for m, row in summary.items()}
-    return {", ".join(NAMES.get(m, m) for m in group): summary[group[0]]
-            for group in identical_groups(shown, tol)}
+def merge_identical(summary: dict, groups: Sequence[Sequence[str]]) -> dict:
+    """``summary`` ({method: row}) with each group of ``groups`` (methods whose maps coincide,
+    e.g. from :func:`identical_groups` of the maps) merged into one row, the first member's,
+    keyed by the members' human names ("CAM, Grad-CAM"); other rows stay as they are. Ready
+    for :func:`cambook.compare.markdown_table`."""
+    home = {m: group for group in groups for m in group if m in summary}
+    merged: dict = {}
+    for method, row in summary.items():
+        group = [m for m in home.get(method, [method]) if m in summary]
+        label = ", ".join(NAMES.get(m, m) for m in group)
+        merged.setdefault(label, summary[group[0]])
+    return merged
 
 
 def verdict_table(values: dict, line: float, scope: str, notes: dict | None = None,
-                  tol: float = 1e-3) -> tuple[str, dict]:
+                  groups: Sequence[Sequence[str]] | None = None) -> tuple[str, dict]:
     """The sanity checks' verdicts as Markdown. ``values`` is ``{method: {check: [Spearman of
     each seed]}}``; a check passes in a seed when its value is below ``line``. Methods with the
-    same values share a row; ``scope`` fills the last column, with ``notes[method]`` appended.
+    ``groups`` (default: methods whose values agree to 1e-3) share a row; ``scope`` fills the
+    last column, with ``notes[method]`` appended.
     Returns the table and ``{method: {check: number of seeds passed}}``."""
     checks = list(next(iter(values.values())))
     rows = ["| method | " + " | ".join(checks) + " | scope |",
             "|---" + "|:---" * (len(checks) + 1) + "|"]
     passes = {m: {check: sum(v < line for v in seeds) for check, seeds in row.items()}
               for m, row in values.items()}
-    for group in identical_groups(values, tol):
+    groups = identical_groups(values) if groups is None else groups
+    for group in [[m for m in g if m in values] for g in groups]:
+        if not group:
+            continue
         cells = []
         for check, seeds in values[group[0]].items():
             n = passes[group[0]][check]

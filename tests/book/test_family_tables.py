@@ -6,18 +6,25 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import torch  # noqa: E402
+
 from cambook import family, figures  # noqa: E402
 
 
-def test_identical_rows_share_one_row_labelled_with_both_names() -> None:
-    summary = {"cam": {"x": (0.5, 0.1), "y": (2.0, 0.0)},
-               "gradcam": {"x": (0.5 + 1e-5, 0.1), "y": (2.0, 0.0)},
-               "eigencam": {"x": (0.5, 0.1), "y": (2.1, 0.0)}}
-    merged = family.merge_identical(summary, ["x", "y"])
-    assert list(merged) == ["CAM, Grad-CAM", "Eigen-CAM"]
+def test_identical_groups_and_merged_rows() -> None:
+    maps = {"cam": torch.tensor([0.5, 1.0]), "gradcam": torch.tensor([0.5, 1.0 + 1e-6]),
+            "eigencam": torch.tensor([0.5, 0.9])}
+    groups = family.identical_groups(maps, tol=1e-4)
+    assert groups == [["cam", "gradcam"], ["eigencam"]]
+    summary = {"cam": {"x": (0.5, 0.1)}, "gradcam": {"x": (0.5, 0.1)},
+               "eigencam": {"x": (0.5, 0.1)}, "random": {"x": (0.9, 0.0)}}
+    merged = family.merge_identical(summary, groups)
+    # rows merge by the maps' groups, not by equal numbers (Eigen-CAM stays apart)
+    assert list(merged) == ["CAM, Grad-CAM", "Eigen-CAM", "control: random map"]
     assert merged["CAM, Grad-CAM"] is summary["cam"]
-    # a column that is not shown does not keep rows apart
-    assert list(family.merge_identical(summary, ["x"])) == ["CAM, Grad-CAM, Eigen-CAM"]
+    # a group member missing from the table is left out of the label
+    assert list(family.merge_identical({"gradcam": summary["gradcam"]}, groups)) == [
+        "Grad-CAM"]
 
 
 def test_verdict_table_by_hand() -> None:
@@ -45,3 +52,14 @@ def test_sanity_figure_draws_identical_curves_once_with_distinct_styles() -> Non
     labelled = {line.get_label(): line.get_linestyle() for line in fig.axes[0].lines
                 if not line.get_label().startswith("_")}
     assert labelled == {"CAM, Grad-CAM": "-", "Eigen-CAM": "--"}
+
+
+def test_verdict_table_and_figure_follow_given_groups() -> None:
+    values = {"cam": {"A": [0.1]}, "gradcam": {"A": [0.1]}}
+    text, _ = family.verdict_table(values, 0.8, "S", groups=[["cam"], ["gradcam"]])
+    assert text.splitlines()[2:] == ["| CAM | passes (0.10) | S |",
+                                     "| Grad-CAM | passes (0.10) | S |"]
+    steps = {"cam": [("fc", 0.2)], "gradcam": [("fc", 0.2)]}
+    fig = figures.plot_sanity_steps(steps, "t", figures.METHOD_NAMES,
+                                    groups=[["cam"], ["gradcam"]])
+    assert [line.get_label() for line in fig.axes[0].lines][:2] == ["CAM", "Grad-CAM"]
