@@ -7,7 +7,9 @@
 - :func:`instance_table`: two objects of one class side by side, how the map shares itself;
 - :func:`layer_table`: the map's mass on the object at several depths;
 - :class:`FlattenHead`, :func:`head_table`: a head that is not GAP + linear, where Grad-CAM and
-  HiResCAM part ways.
+  HiResCAM part ways;
+- :func:`identical_groups`, :func:`merge_identical`, :func:`verdict_table`: tables in which
+  methods whose maps coincide share one row.
 
 The scene networks and metrics come from :mod:`cambook.compare`.
 """
@@ -277,3 +279,78 @@ def speed_markdown(ratios: dict[str, float]) -> str:
             theirs = about(ratios.get(peer)) if peer else "—"
             lines.append(f"| {label} | {work} | {about(ratios[ours])} | {theirs} |")
     return "\n".join(lines)
+
+
+# --- methods whose maps coincide share a row ----------------------------------------------------
+
+
+def _numbers(row) -> list[float]:
+    if isinstance(row, Tensor):
+        return row.detach().double().flatten().tolist()
+    if isinstance(row, dict):
+        return [x for value in row.values() for x in _numbers(value)]
+    if isinstance(row, (list, tuple)):
+        return [x for value in row for x in _numbers(value)]
+    return [float(row)]
+
+
+def _same(a, b, tol: float) -> bool:
+    xs, ys = _numbers(a), _numbers(b)
+    return len(xs) == len(ys) and all(
+        (math.isnan(x) and math.isnan(y)) or abs(x - y) <= tol * max(1.0, abs(x), abs(y))
+        for x, y in zip(xs, ys))
+
+
+def identical_groups(rows: dict, tol: float = 1e-3) -> list[list[str]]:
+    """The keys of ``rows`` grouped where all their numbers agree to ``tol`` (absolute up to 1,
+    relative above), in first-seen order: methods whose maps coincide share a group."""
+    groups: list[list[str]] = []
+    for key, row in rows.items():
+        home = next((group for group in groups if _same(rows[group[0]], row, tol)), None)
+        if home is None:
+            groups.append([key])
+        else:
+            home.append(key)
+    return groups
+
+
+def merge_identical(summary: dict, groups: Sequence[Sequence[str]]) -> dict:
+    """``summary`` ({method: row}) with each group of ``groups`` (methods whose maps coincide,
+    e.g. from :func:`identical_groups` of the maps) merged into one row, the first member's,
+    keyed by the members' human names ("CAM, Grad-CAM"); other rows stay as they are. Ready
+    for :func:`cambook.compare.markdown_table`."""
+    home = {m: group for group in groups for m in group if m in summary}
+    merged: dict = {}
+    for method, row in summary.items():
+        group = [m for m in home.get(method, [method]) if m in summary]
+        label = ", ".join(NAMES.get(m, m) for m in group)
+        merged.setdefault(label, summary[group[0]])
+    return merged
+
+
+def verdict_table(values: dict, line: float, scope: str, notes: dict | None = None,
+                  groups: Sequence[Sequence[str]] | None = None) -> tuple[str, dict]:
+    """The sanity checks' verdicts as Markdown. ``values`` is ``{method: {check: [Spearman of
+    each seed]}}``; a check passes in a seed when its value is below ``line``. Methods with the
+    ``groups`` (default: methods whose values agree to 1e-3) share a row; ``scope`` fills the
+    last column, with ``notes[method]`` appended.
+    Returns the table and ``{method: {check: number of seeds passed}}``."""
+    checks = list(next(iter(values.values())))
+    rows = ["| method | " + " | ".join(checks) + " | scope |",
+            "|---" + "|:---" * (len(checks) + 1) + "|"]
+    passes = {m: {check: sum(v < line for v in seeds) for check, seeds in row.items()}
+              for m, row in values.items()}
+    groups = identical_groups(values) if groups is None else groups
+    for group in [[m for m in g if m in values] for g in groups]:
+        if not group:
+            continue
+        cells = []
+        for check, seeds in values[group[0]].items():
+            n = passes[group[0]][check]
+            verdict = ("passes" if n == len(seeds) else "**fails**" if n == 0
+                       else f"passes in {n} of {len(seeds)}")
+            cells.append(f"{verdict} (" + ", ".join(f"{v:.2f}" for v in seeds) + ")")
+        where = scope + "".join(f"; {(notes or {})[m]}" for m in group if m in (notes or {}))
+        label = ", ".join(NAMES.get(m, m) for m in group)
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {where} |")
+    return "\n".join(rows), passes

@@ -210,19 +210,29 @@ def plot_family(
     return fig
 
 
-def plot_sanity_steps(steps: dict, title: str, names: dict | None = None) -> Figure:
+def plot_sanity_steps(steps: dict, title: str, names: dict | None = None,
+                      groups: Sequence[Sequence[str]] | None = None) -> Figure:
     """Mean Spearman correlation after each cascading step: ``steps`` is ``{method: [(layer,
-    value), ...]}`` from the classifier down; one line per method."""
+    value), ...]}`` from the classifier down. Each group of ``groups`` (default: methods whose
+    curves agree to 1e-3) shares one line, labelled with all their names; the lines cycle
+    through four dash styles, so that lines that nearly overlap stay visible."""
+    from .family import identical_groups
+
     fig, ax = plt.subplots(figsize=(7.5, 3.6), layout="constrained")
-    for method, rows in steps.items():
-        ax.plot(range(len(rows)), [value for _, value in rows], marker="o",
-                label=(names or {}).get(method, method))
+    curves = {method: [value for _, value in rows] for method, rows in steps.items()}
+    styles = ["-", "--", ":", "-."]
+    groups = identical_groups(curves) if groups is None else groups
+    groups = [[m for m in group if m in curves] for group in groups]
+    for i, group in enumerate(g for g in groups if g):
+        label = ", ".join((names or {}).get(method, method) for method in group)
+        ax.plot(range(len(curves[group[0]])), curves[group[0]], marker="o", label=label,
+                linestyle=styles[i % len(styles)])
     first = next(iter(steps.values()))
     ax.set_xticks(range(len(first)), [f"+ {layer}" for layer, _ in first], rotation=20, fontsize=8)
     ax.set_ylabel("Spearman with the trained model's map")
     ax.set_xlabel("layers re-initialised, cumulatively from the classifier down")
     ax.axhline(0, color="grey", lw=0.8)
-    ax.legend(fontsize=8, ncol=3)
+    ax.legend(fontsize=8, ncol=2)
     ax.set_title(title)
     return fig
 
