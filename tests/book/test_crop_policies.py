@@ -1,0 +1,38 @@
+"""What Chapter 4 says of its crop policies and its results table.
+
+The random crop's window: the same side as the CAM window, its top-left corner uniform over
+every position that keeps it inside the scene, x and y drawn independently. The table's
+column labels. Cost: 20,000 random windows and a few string operations (milliseconds)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cambook import crops, figures
+
+
+def test_random_windows_are_uniform_over_the_positions_inside_the_scene() -> None:
+    count, side, size = 20_000, 28.0, 128
+    windows = crops.random_windows(torch.full((count,), side), size,
+                                   torch.Generator().manual_seed(0))
+    torch.testing.assert_close(windows[:, 2:] - windows[:, :2], torch.full((count, 2), side))
+    room = size - side  # the top-left corner may lie anywhere in [0, room]
+    for axis in (0, 1):
+        u = (windows[:, axis] / room).sort().values
+        assert u.min() >= 0 and u.max() <= 1
+        # Kolmogorov-Smirnov distance to U(0, 1); 0.0138 is its 0.1% critical value here
+        ecdf = torch.arange(1, count + 1, dtype=u.dtype) / count
+        assert (ecdf - u).abs().max() < 0.0138
+    x, y = windows[:, 0] - windows[:, 0].mean(), windows[:, 1] - windows[:, 1].mean()
+    assert abs(float((x * y).mean() / (x.std() * y.std()))) < 0.03  # independent axes
+
+
+def test_summary_table_heads_columns_with_the_labels_given() -> None:
+    summary = {"accuracy: a": {"crop": {"mean": 0.5, "std": 0.1},
+                               "shared crop": {"mean": float("nan"), "std": 0.0}}}
+    table = figures.summary_table(summary, "accuracy", ["crop", "shared crop"],
+                                  labels=["own", "other"])
+    assert table.splitlines() == ["| | own | other |", "|---|---:|---:|",
+                                  "| a | 50.0% ± 10.0 | - |"]
+    with pytest.raises(ValueError, match="one per metric"):
+        figures.summary_table(summary, "accuracy", ["crop"], labels=["a", "b"])
