@@ -115,15 +115,10 @@ def plot_maps(photo: Tensor, maps: Sequence[Tensor], titles: Sequence[str], titl
     return fig
 
 
-def summary_table(summary: dict, section: str, metrics: Sequence[str], percent: bool = True,
-                  labels: Sequence[str] | None = None) -> str:
-    """A Markdown table of mean +- std rows from :func:`cambook.enhance.summarise` output;
-    ``labels`` (one per metric) head the columns instead of the metrics' keys."""
-    if labels is not None and len(labels) != len(metrics):
-        raise ValueError(f"labels: expected one per metric ({len(metrics)}), got {len(labels)}")
+def summary_table(summary: dict, section: str, metrics: Sequence[str], percent: bool = True) -> str:
+    """A Markdown table of mean +- std rows from :func:`cambook.enhance.summarise` output."""
     scale, unit = (100.0, "%") if percent else (1.0, "")
-    heads = list(labels) if labels is not None else list(metrics)
-    lines = ["| | " + " | ".join(heads) + " |", "|---" + "|---:" * len(metrics) + "|"]
+    lines = ["| | " + " | ".join(metrics) + " |", "|---" + "|---:" * len(metrics) + "|"]
     for row, values in summary.items():
         if not row.startswith(section + ": "):
             continue

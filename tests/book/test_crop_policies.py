@@ -1,14 +1,13 @@
-"""What Chapter 4 says of its crop policies and its results table.
+"""What Chapter 4 says of its random crop.
 
-The random crop's window: the same side as the CAM window, its top-left corner uniform over
-every position that keeps it inside the scene, x and y drawn independently. The table's
-column labels. Cost: 20,000 random windows and a few string operations (milliseconds)."""
+Its window has the same side as the CAM window, and its top-left corner is uniform over every
+position that keeps it inside the scene, x and y drawn independently. Cost: 20,000 random
+windows (milliseconds)."""
 from __future__ import annotations
 
-import pytest
 import torch
 
-from cambook import crops, figures
+from cambook import crops
 
 
 def test_random_windows_are_uniform_over_the_positions_inside_the_scene() -> None:
@@ -26,13 +25,3 @@ def test_random_windows_are_uniform_over_the_positions_inside_the_scene() -> Non
     x, y = windows[:, 0] - windows[:, 0].mean(), windows[:, 1] - windows[:, 1].mean()
     assert abs(float((x * y).mean() / (x.std() * y.std()))) < 0.03  # independent axes
 
-
-def test_summary_table_heads_columns_with_the_labels_given() -> None:
-    summary = {"accuracy: a": {"crop": {"mean": 0.5, "std": 0.1},
-                               "shared crop": {"mean": float("nan"), "std": 0.0}}}
-    table = figures.summary_table(summary, "accuracy", ["crop", "shared crop"],
-                                  labels=["own", "other"])
-    assert table.splitlines() == ["| | own | other |", "|---|---:|---:|",
-                                  "| a | 50.0% ± 10.0 | - |"]
-    with pytest.raises(ValueError, match="one per metric"):
-        figures.summary_table(summary, "accuracy", ["crop"], labels=["a", "b"])
