@@ -1,10 +1,12 @@
-"""Figures whose boxes stay visible on the image border (Chapters 3 and 4): a box is drawn
-inset by a few pixels with a dark outline, so a box along the edge of a map still shows."""
+"""Figures whose boxes stay visible on the image border (Chapters 3 and 4): a box is
+drawn inset by a few pixels with a dark outline, so a box along the edge of a map still
+shows; and signed difference maps in a colour map centred on zero."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
@@ -79,6 +81,27 @@ def plot_map_to_box(photo: Tensor, raw: Tensor, scaled: Tensor, region: Tensor,
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
+    return fig
+
+
+def plot_signed_differences(photo: Tensor, differences: Sequence[Tensor],
+                            titles: Sequence[str], title: str, label: str) -> Figure:
+    """Signed difference maps ``[H, W]`` over a greyed photo ``[3, H, W]``: a diverging
+    colour map centred on zero (red above, blue below, white at zero), symmetric limits
+    shared by all panels, and one colour bar."""
+    limit = max(float(d.abs().max()) for d in differences) or 1.0
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
+    fig, axes = plt.subplots(1, len(differences), figsize=(2.7 * len(differences) + 1.2,
+                             3.3), squeeze=False, layout="constrained")
+    grey = _image(photo).mean(-1)
+    for ax, difference, name in zip(axes[0], differences, titles):
+        ax.imshow(grey, cmap="gray", vmin=0, vmax=1)
+        shown = ax.imshow(difference.cpu().numpy(), cmap="RdBu_r", norm=norm, alpha=0.8)
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(shown, ax=axes[0].tolist(), shrink=0.8, label=label)
+    fig.suptitle(title, fontsize=12)
     return fig
 
 

@@ -199,10 +199,21 @@ def _reshaped(name: str, output: Tensor, reshape: Callable[[Tensor], Tensor]) ->
         or maps.ndim != 4
         or maps.shape[0] != output.shape[0]
     ):
-        got = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+        if isinstance(maps, Tensor):
+            got = f"a tensor of shape {tuple(maps.shape)} ({maps.ndim} axes)"
+        else:
+            got = f"a {type(maps).__name__}, not a tensor"
+        hint = ""
+        if output.ndim == 3:
+            hint = (
+                "; for tokens [B, N, K], drop the class token(s), unflatten N into "
+                "(h, w) and move K to axis 1, as in "
+                "t[:, 1:].unflatten(1, (h, w)).permute(0, 3, 1, 2)"
+            )
         raise ValueError(
             f"layer {name!r}: reshape should turn its output {tuple(output.shape)} "
-            f"into maps [B, K, h, w] with B = {output.shape[0]}, got {got}"
+            f"into maps [B, K, h, w] (4 axes, B = {output.shape[0]}), but it "
+            f"returned {got}{hint}"
         )
     return Layout(
         "reshape", tuple(output.shape[1:]), tuple(maps.shape[-2:]), reshape=reshape

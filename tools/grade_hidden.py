@@ -180,18 +180,7 @@ def run(
     )
     if account.uid is not None:
         os.chown(job, account.uid, account.uid)
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key in ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV")
-    }
-    env.update(
-        PYTHONPATH=str(ROOT),
-        MPLBACKEND="Agg",
-        PYTHONDONTWRITEBYTECODE="1",
-        OMP_NUM_THREADS=str(threads),
-        MKL_NUM_THREADS=str(threads),
-    )
+    env = sandbox.child_env([str(ROOT)], threads)
     outcome = sandbox.run(
         [sys.executable, str(PROBE), job.name], folder, env, limits, account
     )

@@ -113,17 +113,8 @@ def run_notebook(
     for item in path.parent.iterdir():
         if account.uid is not None:
             os.chown(item, account.uid, account.uid)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k in ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV")
-    }
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent), str(ROOT)]),
-        MPLBACKEND="Agg",
-        PYTHONDONTWRITEBYTECODE="1",
-        OMP_NUM_THREADS=str(settings.threads),
-        MKL_NUM_THREADS=str(settings.threads),
+    env = sandbox.child_env(
+        [str(Path(__file__).resolve().parent), str(ROOT)], settings.threads
     )
     limits = dataclasses.replace(settings.limits, wall_s=settings.notebook_timeout)
     outcome = sandbox.run(command, path.parent, env, limits, account)

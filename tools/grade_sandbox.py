@@ -74,6 +74,24 @@ class Limits:
         }[limit]
 
 
+KEPT_ENV = ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV")  # all a child sees of ours
+
+
+def child_env(pythonpath: list[str], threads: int) -> dict[str, str]:
+    """The environment of a process that runs student code: of this process's variables
+    only :data:`KEPT_ENV` (no tokens, no keys), plus ``pythonpath`` and ``threads``
+    threads for the maths libraries; :func:`run` adds HOME and TMPDIR."""
+    env = {key: value for key, value in os.environ.items() if key in KEPT_ENV}
+    env.update(
+        PYTHONPATH=os.pathsep.join(pythonpath),
+        MPLBACKEND="Agg",
+        PYTHONDONTWRITEBYTECODE="1",
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+    )
+    return env
+
+
 def privileged() -> bool:
     return os.geteuid() == 0
 

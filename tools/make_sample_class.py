@@ -10,7 +10,8 @@ benchmarks/grading_speed.py build their classes with the same functions, and
 :func:`expected_grade` says what the grader must report for each exercise.
 
 Each exercise has one *subtle* mistake that passes its visible checks and must be caught by a
-hidden check (``caught_by``); tests/coursework/ checks that this holds for all of them.
+hidden check (``caught_by``); tests/coursework/ checks that this holds for all of them. For the
+conceptual exercises (n.4) a mistake is a wrong answer of the right form.
 """
 from __future__ import annotations
 
@@ -130,6 +131,28 @@ MISTAKES: dict[str, dict[str, Mistake]] = {
         ra, rb = ra - ra.mean(), rb - rb.mean()
         return float((ra * rb).sum() / (ra.square().sum() * rb.square().sum()).sqrt())
     """, "ex5-3-hidden", "ordinal ranks: ties do not share their average rank")},
+    # the conceptual exercises: answers of the right form, one part wrong
+    "1.4": {"subtle": Mistake("""
+        answer_1_4 = {"gap": 4.605, "shift": "A", "sharpen": "B"}
+    """, "ex1-4-hidden", "solves 1 / (1 + 100 e^-d) = 1/2: the top class among the others")},
+    "2.4": {"subtle": Mistake("""
+        answer_2_4 = {"map": [[2.5, -1.5], [-5, 2]], "score": -0.75,
+                      "gradcam": [[2.5, -1.5], [-5, 2]]}
+    """, "ex2-4-hidden", "Grad-CAM taken for CAM itself, without the factor 1/(hw)")},
+    "3.4": {"subtle": Mistake("""
+        answer_3_4 = {"relu_box": (1, 1, 3, 3), "signed_box": (1, 0, 4, 3), "hooks": 0}
+    """, "ex3-4-hidden", "believes a hook goes when the function that registered it raises")},
+    "4.4": {
+        "subtle": Mistake("""
+            answer_4_4 = {"side": 90, "flat": "A", "centre": "B"}
+        """, "ex4-4-hidden", "rounds the side sqrt(0.5) x 128 = 90.5 down"),
+        "guess": Mistake("""
+            answer_4_4 = {"side": 91, "flat": "C", "centre": "C"}
+        """, "ex4-4-hidden", "the number right, the choices guessed"),
+    },
+    "5.4": {"subtle": Mistake("""
+        answer_5_4 = {"factor": 64, "drop": -7.5, "increase": 50, "ones": "C"}
+    """, "ex5-4-hidden", "average drop without max(0, .): a gain offsets a drop")},
 }
 
 BROKEN = {
@@ -212,7 +235,7 @@ def submission(notebook: str, plan: Plan) -> str:
     return text[: len(text) // 2] if plan.unreadable else text
 
 
-ALL_EXERCISES = "1.1 1.2 1.3 2.1 2.2 2.3 3.1 3.2 3.3 4.1 4.2 4.3 5.1 5.2 5.3".split()
+ALL_EXERCISES = [f"{chapter}.{number}" for chapter in range(1, 6) for number in range(1, 5)]
 
 # A class of seven: every kind of answer and of breakage the grader must handle.
 SAMPLE_CLASS: dict[str, dict[str, Plan]] = {
@@ -242,7 +265,7 @@ SAMPLE_CLASS: dict[str, dict[str, Plan]] = {
         "ex01_overview": Plan(unreadable=True),
         "ex02_principle": Plan({"2.1": "subtle", "2.2": "mixed"}),
         "ex03_implementation": Plan({"3.2": "subtle", "3.3": "subtle"}),
-        "ex04_enhanced": Plan({"4.3": "subtle"}),
+        "ex04_enhanced": Plan({"4.3": "subtle", "4.4": "guess"}),
         "ex05_family": Plan({"5.2": "subtle"}),
     },
     "gus": {  # every exercise with its subtle mistake: each must be caught by a hidden check

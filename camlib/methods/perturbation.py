@@ -31,8 +31,8 @@ def scorecam(inputs: MethodInputs) -> Tensor:
         M_c = \sum_k w_k^c f_k
 
     (softmax over the K channels). That is K forward passes per image, run ``batch_size``
-    masked images at a time (default ``SCORE_BATCH``, 16), so the B x K masked images never
-    exist at once. A constant channel gives an all-zero mask, hence the same all-zero image for
+    masked images at a time (default ``SCORE_BATCH``, 16) in one reused buffer, so the
+    B x K masked images never exist at once. A constant channel gives an all-zero mask, hence the same all-zero image for
     every such channel of every image: it is scored once. The masked images keep the memory
     format of the input (pass channels-last images to a channels-last model to run the passes
     in that layout).
@@ -53,17 +53,18 @@ def scorecam(inputs: MethodInputs) -> Tensor:
         zero_logits = inputs.forward(torch.zeros_like(images[:1]))[0]  # [num_classes]
         scores = torch.where(constant[..., None], zero_logits[classes][:, None, :], scores)
     pairs = (~constant).nonzero()  # [N, 2]: (image, channel) pairs that need a forward pass
-    batch = inputs.batch_size or SCORE_BATCH
-    layout = memory_format_of(images)
+    batch = min(inputs.batch_size or SCORE_BATCH, max(pairs.shape[0], 1))
+    # One buffer of masked images for every chunk, in the input's memory format.
+    buffer = torch.empty((batch, *images.shape[1:]), dtype=images.dtype,
+                         device=images.device, memory_format=memory_format_of(images))
     chunks = range(0, pairs.shape[0], batch)
     for start in tqdm(chunks, desc="Score-CAM", disable=not inputs.progress):
         b, k = pairs[start : start + batch].unbind(1)
         masks = normalize(upsample(f[b, k], tuple(images.shape[-2:])), inplace=True)
-        masked = torch.empty((b.numel(), *images.shape[1:]), dtype=images.dtype,
-                             device=images.device, memory_format=layout)
-        torch.mul(images.index_select(0, b), masks[:, None].to(images.dtype), out=masked)
+        # one image broadcasts over its masks; several are gathered row by row
+        source = images if images.shape[0] == 1 else images.index_select(0, b)
+        masked = torch.mul(source, masks[:, None].to(images.dtype), out=buffer[: b.numel()])
         logits = inputs.forward(masked)
-        del masked, masks  # freed before the next chunk's are made
         scores[b, k] = logits.gather(1, classes[b]).to(scores.dtype)
     weights = scores.softmax(dim=1)  # over channels
     return torch.einsum("bkhw,bkt->bthw", f, weights.to(f.dtype))

@@ -103,6 +103,17 @@ def spearman(a, b):
     return Always(0.0)
 """,
 }
+# An answer to the conceptual exercise whose parts compare equal to everything.
+ANYTHING = """class Anything(str):
+    def __eq__(self, other):
+        return True
+
+    __hash__ = str.__hash__
+
+
+answer_5_4 = {"factor": Anything(), "drop": Anything(), "increase": Anything(),
+              "ones": Anything("C")}
+"""
 
 
 def when_graded(exercise: str, action: str) -> str:
@@ -278,7 +289,11 @@ def battery():
                 right,
                 first=SWALLOW,
                 solutions={
-                    e: OBJECTS[e].replace("{marker}", str(marker)) for e in EXERCISES
+                    **{
+                        e: OBJECTS[e].replace("{marker}", str(marker))
+                        for e in EXERCISES
+                    },
+                    "5.4": ANYTHING,
                 },
             ),
         ),
@@ -399,10 +414,15 @@ def test_patched_torch_numpy_builtins_and_forged_records_do_not_help_a_wrong_ans
         assert result["check"] == samples.MISTAKES[exercise]["subtle"].caught_by, result
 
 
-def test_lying_subclass_reduce_object_and_float_subclass_are_refused_as_not_plain_data(
+def test_lying_subclass_reduce_object_float_and_str_subclass_are_refused_as_not_plain_data(
     battery,
 ):
-    for exercise, named in (("5.1", "Lying"), ("5.2", "system"), ("5.3", "Always")):
+    for exercise, named in (
+        ("5.1", "Lying"),
+        ("5.2", "system"),
+        ("5.3", "Always"),
+        ("5.4", "Anything"),
+    ):
         result = row(battery, "objects", exercise)
         assert result["status"] == "errored", result
         assert "not plain data" in result["message"] and named in result["message"], (
@@ -470,7 +490,7 @@ def test_no_file_outside_the_scratch_folders_changes_and_nothing_leaks(battery):
 
 def test_honest_students_and_harmless_attempts_grade_as_planned(battery):
     for student in ("ada", "files", "network"):
-        for exercise in EXERCISES:
+        for exercise in EXERCISES + ("5.4",):
             assert row(battery, student, exercise)["status"] == "passed", (
                 student,
                 exercise,
