@@ -1,8 +1,8 @@
 """What Chapter 4 says of its random crop.
 
-Its window has the same side as the CAM window, and its top-left corner is uniform over every
-position that keeps it inside the scene, x and y drawn independently. Cost: 20,000 random
-windows (milliseconds)."""
+Its window has the same side as the CAM window, and its top-left corner is uniform
+over every position that keeps it inside the scene, x and y drawn independently.
+Cost: 20,000 random windows (milliseconds)."""
 from __future__ import annotations
 
 import torch
@@ -14,7 +14,8 @@ def test_random_windows_are_uniform_over_the_positions_inside_the_scene() -> Non
     count, side, size = 20_000, 28.0, 128
     windows = crops.random_windows(torch.full((count,), side), size,
                                    torch.Generator().manual_seed(0))
-    torch.testing.assert_close(windows[:, 2:] - windows[:, :2], torch.full((count, 2), side))
+    sides = windows[:, 2:] - windows[:, :2]
+    torch.testing.assert_close(sides, torch.full((count, 2), side))
     room = size - side  # the top-left corner may lie anywhere in [0, room]
     for axis in (0, 1):
         u = (windows[:, axis] / room).sort().values
