@@ -55,13 +55,29 @@ def resolve_layers(
                 f"layers: expected module names (str) or modules, got {type(entry).__name__}"
             )
         if entry not in modules or entry == "":
-            near = difflib.get_close_matches(entry, [n for n in modules if n], n=5, cutoff=0.5)
+            near = _near_names(entry, [n for n in modules if n])
             hint = f"; did you mean one of {near}?" if near else ""
             raise ValueError(f"layers: the model has no module named {entry!r}{hint}")
         names.append(entry)
     if len(set(names)) != len(names):
         raise ValueError(f"layers: expected distinct layers, got {names}")
     return names
+
+
+def _near_names(name: str, known: list[str], n: int = 5, cutoff: float = 0.5) -> list[str]:
+    """The ``n`` known names most like ``name`` by spelling (difflib's ratio, at least
+    ``cutoff``), best first, plus every name tied with the last one kept: a cut inside a
+    tie would drop a name exactly as near as one shown."""
+    scored = []
+    for candidate in known:
+        ratio = difflib.SequenceMatcher(None, candidate, name).ratio()
+        if ratio >= cutoff:
+            scored.append((-ratio, candidate))
+    scored.sort()
+    if len(scored) > n:
+        last = scored[n - 1][0]
+        scored = [entry for entry in scored if entry[0] <= last]
+    return [candidate for _, candidate in scored]
 
 
 def find_feature_layer(model: nn.Module, images: Tensor) -> str:
