@@ -85,7 +85,7 @@ def find_feature_layer(model: nn.Module, images: Tensor) -> str:
 
     For a network of the form ``features -> global pooling -> classifier`` this is the feature
     map that feeds the pooling. Among modules that finish together (a block and its last child),
-    the outermost one is chosen because its hook fires last. If token outputs [B, N, K]
+    the outermost one is chosen because its hook fires last. If token outputs [B, L, K]
     come after it (a transformer, whose last 4-D map is its patch embedding), a
     ValueError.
     """
@@ -158,7 +158,7 @@ class ActivationRecorder:
             if not isinstance(output, Tensor):
                 raise ValueError(
                     f"layer {name!r}: expected a tensor as output ([B, K, h, w], "
-                    f"[B, h, w, K] or tokens [B, N, K]), got {type(output).__name__}"
+                    f"[B, h, w, K] or tokens [B, L, K]), got {type(output).__name__}"
                 )
             if self.track_gradients:
                 if not output.requires_grad:
