@@ -64,7 +64,9 @@ def resolve_layers(
     return names
 
 
-def _near_names(name: str, known: list[str], n: int = 5, cutoff: float = 0.5) -> list[str]:
+def _near_names(
+    name: str, known: list[str], n: int = 5, cutoff: float = 0.5
+) -> list[str]:
     """The ``n`` known names most like ``name`` by spelling (difflib's ratio, at least
     ``cutoff``), best first, plus every name tied with the last one kept: a cut inside a
     tie would drop a name exactly as near as one shown."""
