@@ -1,20 +1,23 @@
-"""How long the book takes to build from cold, in units a reader can compare across machines.
+"""How long the book takes to build from cold, in units a reader can compare across
+machines.
 
     python benchmarks/build_time.py [--enhance-seed 7] [--tests] [--json out.json]
 
-1. Times the reference workload: a ResNet-50 forward pass, batch 8, 224 x 224, on the CPU
-   (random weights, eval mode, ``torch.no_grad``; median of 7 after 2 warm-ups).
-2. Copies the tracked files of this checkout to a temporary folder and runs a cold, strict
-   build there (``tools/build-book.sh``: empty execution cache), then reads each notebook's
-   execution seconds from the build's jupyter-cache.
-3. Optionally times ``python -m cambook.enhance --seed N`` (``--enhance-seed``) and the pytest
-   part of the test command (``--tests``).
+1. Times the reference workload: a ResNet-50 forward pass, batch 8, 224 x 224, on the
+   CPU (random weights, eval mode, ``torch.no_grad``; median of 7 after 2 warm-ups).
+2. Copies the tracked files of this checkout to a temporary folder and runs a cold,
+   strict build there (``tools/build-book.sh``: empty execution cache), then reads each
+   notebook's execution seconds from the build's jupyter-cache.
+3. Optionally times ``python -m cambook.enhance --seed N`` (``--enhance-seed``) and the
+   pytest part of the test command (``--tests``).
 
-Every figure is printed twice: in seconds on this machine, and scaled to the reference machine
-of the budgets (where the reference workload takes 0.25 s): ``seconds * 0.25 / reference``.
-Budgets on that machine: every chapter <= 60 s, all chapters <= 180 s, one seed of the
-chapter 4 experiment <= 20 s. The script reports them and exits 1 if one is missed.
+Every figure is printed twice: in seconds on this machine, and scaled to the reference
+machine of the budgets (where the reference workload takes 0.25 s): ``seconds * 0.25 /
+reference``. Budgets on that machine: every chapter <= 60 s, all chapters <= 180 s, one
+seed of the chapter 4 experiment <= 20 s. The script reports them and exits 1 if one is
+missed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +33,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_SECONDS = 0.25  # the budgets' reference machine: ResNet-50 b8 forward in 0.25 s
+# the budgets' reference machine: ResNet-50 b8 forward in 0.25 s
+REFERENCE_SECONDS = 0.25
 BUDGETS = {"chapter": 60.0, "all chapters": 180.0, "enhance seed": 20.0}
 
 
@@ -53,11 +57,18 @@ def reference_workload(repeats: int = 7) -> float:
 
 
 def tracked_copy(destination: Path) -> None:
-    """The files git tracks (and untracked, not ignored ones), as a fresh clone would have."""
-    listing = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, check=True, capture_output=True,
-    ).stdout.decode().split("\0")
+    """The files git tracks (and untracked, not ignored ones), as a fresh clone would
+    have."""
+    listing = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listing):
         source = ROOT / name
         if source.is_file():
@@ -86,39 +97,90 @@ def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--enhance-seed", type=int, nargs="*", default=[],
-                        help="also time `python -m cambook.enhance --seed N` for these seeds")
-    parser.add_argument("--tests", action="store_true", help="also time the pytest part")
+    parser.add_argument(
+        "--enhance-seed",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time `python -m cambook.enhance --seed N` for these seeds",
+    )
+    parser.add_argument(
+        "--tests", action="store_true", help="also time the pytest part"
+    )
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
     args = parser.parse_args(argv)
 
     reference = reference_workload()
     scale = REFERENCE_SECONDS / reference
-    print(f"reference workload (ResNet-50 b8 forward, CPU): {reference:.3f} s "
-          f"-> figures x {scale:.2f} to the 0.25 s reference machine")
+    print(
+        f"reference workload (ResNet-50 b8 forward, CPU): {reference:.3f} s "
+        f"-> figures x {scale:.2f} to the 0.25 s reference machine"
+    )
     workdir = Path(tempfile.mkdtemp(prefix="cam-book-build-"))
     # the copy's camlib, not the editable install of this checkout
-    env = {**os.environ, "VENV": os.environ.get("VENV", sys.prefix), "PYTHONPATH": str(workdir)}
+    env = {
+        **os.environ,
+        "VENV": os.environ.get("VENV", sys.prefix),
+        "PYTHONPATH": str(workdir),
+    }
     rows: list[dict] = []
     try:
         tracked_copy(workdir)
         build = timed(["bash", "tools/build-book.sh"], workdir, env)
         chapters = notebook_seconds(workdir / "_build")
         for name, seconds in chapters.items():
-            rows.append({"what": name, "seconds": seconds, "budget": BUDGETS["chapter"]})
-        rows.append({"what": "all chapters", "seconds": sum(chapters.values()),
-                     "budget": BUDGETS["all chapters"]})
-        rows.append({"what": "whole build (tools/build-book.sh, venv ready)", "seconds": build,
-                     "budget": None})
+            rows.append(
+                {"what": name, "seconds": seconds, "budget": BUDGETS["chapter"]}
+            )
+        rows.append(
+            {
+                "what": "all chapters",
+                "seconds": sum(chapters.values()),
+                "budget": BUDGETS["all chapters"],
+            }
+        )
+        rows.append(
+            {
+                "what": "whole build (tools/build-book.sh, venv ready)",
+                "seconds": build,
+                "budget": None,
+            }
+        )
         for seed in args.enhance_seed:
-            seconds = timed([sys.executable, "-m", "cambook.enhance", "--seed", str(seed)], workdir, env)
-            rows.append({"what": f"python -m cambook.enhance --seed {seed}", "seconds": seconds,
-                         "budget": BUDGETS["enhance seed"]})
+            seconds = timed(
+                [sys.executable, "-m", "cambook.enhance", "--seed", str(seed)],
+                workdir,
+                env,
+            )
+            rows.append(
+                {
+                    "what": f"python -m cambook.enhance --seed {seed}",
+                    "seconds": seconds,
+                    "budget": BUDGETS["enhance seed"],
+                }
+            )
         if args.tests:
-            seconds = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-                            workdir, env)
-            rows.append({"what": "pytest tests (after the build)", "seconds": seconds, "budget": None})
+            seconds = timed(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "tests",
+                ],
+                workdir,
+                env,
+            )
+            rows.append(
+                {
+                    "what": "pytest tests (after the build)",
+                    "seconds": seconds,
+                    "budget": None,
+                }
+            )
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -126,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {workdir}")
 
     failed = []
-    print(f"\n| what | seconds here | x {scale:.2f}: reference-machine seconds | budget |")
+    print(
+        f"\n| what | seconds here | x {scale:.2f}: reference-machine seconds | budget |"
+    )
     print("|---|---:|---:|---:|")
     for row in rows:
         row["reference_seconds"] = row["seconds"] * scale
@@ -134,13 +198,28 @@ def main(argv: list[str] | None = None) -> int:
         row["within_budget"] = within
         if not within:
             failed.append(row["what"])
-        budget = "" if row["budget"] is None else f"<= {row['budget']:.0f} s" + ("" if within else " MISSED")
-        print(f"| {row['what']} | {row['seconds']:.1f} | {row['reference_seconds']:.1f} | {budget} |")
+        budget = (
+            ""
+            if row["budget"] is None
+            else f"<= {row['budget']:.0f} s" + ("" if within else " MISSED")
+        )
+        print(
+            f"| {row['what']} | {row['seconds']:.1f} | "
+            f"{row['reference_seconds']:.1f} | {budget} |"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "reference_seconds": reference, "rows": rows,
-        }, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "date": time.strftime("%Y-%m-%d"),
+                    "machine": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(),
+                    "reference_seconds": reference,
+                    "rows": rows,
+                },
+                indent=1,
+            )
+        )
     if failed:
         print(f"budgets missed: {failed}")
         return 1

@@ -1,5 +1,6 @@
 """What the benchmarks share: peak memory of one call, other processes' CPU load, the
 versions and commit of a run, and writing its results."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,10 +27,15 @@ MIB = 1024.0 * 1024.0
 
 def tiny() -> nn.Module:
     """A smoke-test network shaped like a ResNet: ``layer4`` (16 channels), ``fc``."""
-    return nn.Sequential(OrderedDict(
-        stem=nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU()),
-        layer4=nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU()),
-        avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(16, 10)))
+    return nn.Sequential(
+        OrderedDict(
+            stem=nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU()),
+            layer4=nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU()),
+            avgpool=nn.AdaptiveAvgPool2d(1),
+            flatten=nn.Flatten(),
+            fc=nn.Linear(16, 10),
+        )
+    )
 
 
 def sync(device: torch.device) -> None:
@@ -175,8 +181,12 @@ def versions() -> dict[str, object]:
 
     import camlib
 
-    found = {"python": platform.python_version(), "torch": torch.__version__,
-             "torchvision": torchvision.__version__, "camlib": camlib.__version__}
+    found = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "camlib": camlib.__version__,
+    }
     for label in ("grad-cam", "torchcam", "captum"):
         try:
             found[label] = version(label)
@@ -189,28 +199,52 @@ def versions() -> dict[str, object]:
 def code_state() -> dict[str, object]:
     """The git commit of the run's code, and whether camlib/ or benchmarks/ differ from
     it (changed tracked files or new Python files, results aside; None without git)."""
+
     def git(*args: str) -> str | None:
         with contextlib.suppress(Exception):
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
-                                  text=True, check=True, timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout.strip()
         return None
 
-    changed = git("status", "--porcelain", "--untracked-files=all", "--", "camlib",
-                  "benchmarks", ":(exclude)benchmarks/results")
+    changed = git(
+        "status",
+        "--porcelain",
+        "--untracked-files=all",
+        "--",
+        "camlib",
+        "benchmarks",
+        ":(exclude)benchmarks/results",
+    )
     if changed is not None:
-        changed = [line for line in changed.splitlines()
-                   if not line.startswith("??") or line.endswith(".py")]
-    return {"commit": git("rev-parse", "HEAD"),
-            "uncommitted_changes": None if changed is None else bool(changed)}
+        changed = [
+            line
+            for line in changed.splitlines()
+            if not line.startswith("??") or line.endswith(".py")
+        ]
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": None if changed is None else bool(changed),
+    }
 
 
 def run_meta(load: OtherLoad, wall: float, **fields) -> dict:
     """A benchmark's ``meta``: the date, its own ``fields``, other processes' CPU share
     since ``load`` was made, the versions (with the commit), seconds since ``wall``."""
     now = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    return {"date": now, **fields,
-            "other_processes_cpu_share": load.share(), "versions": versions(),
-            "total_seconds": time.perf_counter() - wall, "argv": sys.argv[1:]}
+    return {
+        "date": now,
+        **fields,
+        "other_processes_cpu_share": load.share(),
+        "versions": versions(),
+        "total_seconds": time.perf_counter() - wall,
+        "argv": sys.argv[1:],
+    }
 
 
 def write_json(path: Path | None, payload: dict) -> None:

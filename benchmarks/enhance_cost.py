@@ -1,13 +1,15 @@
-"""Cost of Chapter 4's experiment per seed, scaled to the reference machine (target: <= 20 s).
+"""Cost of Chapter 4's experiment per seed, scaled to the reference machine (target: <=
+20 s).
 
     python benchmarks/enhance_cost.py [--seeds 0 1] [--threads 2] [--device cpu]
 
-The reference workload is a ResNet-50 from torchvision with random weights, batch 8, 224 x 224,
-eval mode, no gradients: the median of 5 forwards, measured in this process before and after
-each seed. The reference machine runs it in 0.25 s, so the scaled figure is
-``seconds_per_seed / reference_seconds * 0.25``. Other load on the machine moves both numbers,
-the ratio less.
+The reference workload is a ResNet-50 from torchvision with random weights, batch 8, 224
+x 224, eval mode, no gradients: the median of 5 forwards, measured in this process
+before and after each seed. The reference machine runs it in 0.25 s, so the scaled
+figure is ``seconds_per_seed / reference_seconds * 0.25``. Other load on the machine
+moves both numbers, the ratio less.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,9 +50,14 @@ def main() -> None:
         run = enhance.run_experiment(enhance.Config(seed=seed, device=args.device))
         after = reference()
         scale = REFERENCE_SECONDS / ((before + after) / 2)
-        parts = ", ".join(f"{name} {seconds * scale:.1f}" for name, seconds in run.seconds.items())
-        print(f"seed {seed}: {run.seconds['total']:.1f} s here, reference {before:.3f}/{after:.3f} s, "
-              f"scaled {run.seconds['total'] * scale:.1f} s ({parts})")
+        parts = ", ".join(
+            f"{name} {seconds * scale:.1f}" for name, seconds in run.seconds.items()
+        )
+        print(
+            f"seed {seed}: {run.seconds['total']:.1f} s here, reference "
+            f"{before:.3f}/{after:.3f} s, "
+            f"scaled {run.seconds['total'] * scale:.1f} s ({parts})"
+        )
         before = after
 
 

@@ -1,6 +1,7 @@
 """How long tools/grade.py takes for a class of 30 students (5 notebooks each).
 
-    python benchmarks/grading_speed.py [--students 30] [--timeout 60] [--jobs N] [--json FILE]
+    python benchmarks/grading_speed.py [--students 30] [--timeout 60] [--jobs N]
+                                       [--json FILE]
 
 The class mixes right answers, untouched notebooks, typical mistakes, deleted checks, an
 unreadable file and exactly one infinite loop (which costs one cell timeout, 60 s by
@@ -36,7 +37,8 @@ import make_sample_class as samples  # noqa: E402
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from build_time import REFERENCE_SECONDS, reference_workload  # noqa: E402
 
-# Profiles without an infinite loop, cycled; "dev" (syntax error, infinite loop, missing notebook) once.
+# Profiles without an infinite loop, cycled; "dev" (syntax error, infinite loop, missing
+# notebook) once.
 CYCLE = ("ada", "ben", "chloe", "eve", "finn", "gus")
 
 
@@ -166,24 +168,30 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     print(
-        f"grading-speed: {args.students} students, {notebooks} notebooks (one infinite loop, cell timeout "
-        f"{args.timeout:g} s) graded in {seconds / 60:.1f} min ({seconds:.0f} s, {seconds / notebooks:.1f} s per "
+        f"grading-speed: {args.students} students, {notebooks} notebooks (one "
+        "infinite loop, cell timeout "
+        f"{args.timeout:g} s) graded in {seconds / 60:.1f} min ({seconds:.0f} "
+        f"s, {seconds / notebooks:.1f} s per "
         f"notebook) on {os.cpu_count()} CPUs; grades: {dict(counts)}"
     )
     print(
-        f"grading-speed: CPU time {cpu:.0f} s; reference workload {reference_before:.3f} s "
-        f"before, {reference_after:.3f} s after (x {scale:.2f} to the reference machine); "
+        f"grading-speed: CPU time {cpu:.0f} s; reference workload "
+        f"{reference_before:.3f} s "
+        f"before, {reference_after:.3f} s after (x {scale:.2f} to the "
+        "reference machine); "
         f"load average {load_before:.1f} before, {load_after:.1f} after"
     )
     print(
         f"grading-speed: at the reference speed {seconds * scale / 60:.1f} min wall, "
-        f"{cpu * scale / 60 / max(1, os.cpu_count() or 1):.1f} min of CPU per core; target "
+        f"{cpu * scale / 60 / max(1, os.cpu_count() or 1):.1f} min of CPU per "
+        "core; target "
         f"< 10 min: {'met' if seconds * scale < 600 else 'MISSED'}"
     )
     for rev, (w, c, g) in runs.items():
         if rev != "this":
             print(
-                f"grading-speed: the grader at {rev}: {w:.0f} s wall, {c:.0f} s CPU, grades "
+                f"grading-speed: the grader at {rev}: {w:.0f} s wall, {c:.0f} "
+                "s CPU, grades "
                 f"{dict(g)}; this one takes x {seconds / w:.2f} its wall time, "
                 f"x {cpu / c:.2f} its CPU time"
             )

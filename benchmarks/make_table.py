@@ -7,6 +7,7 @@ the figure, its target where it has one, and the run (date, CPUs or device, othe
 said once per file. The table replaces the lines between the two markers in the README;
 ``--check`` only says whether the README's table is current (exit 1 if not).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,9 @@ def run_of(meta: dict) -> str:
         where = f"{where}, {n} thread{'s' if n != 1 else ''}"
     elif meta.get("cpus"):
         where = f"{where}, {meta['cpus']} CPUs"
-    share = meta.get("other_processes_cpu_share",
-                     meta.get("other_processes_cpu_share_during_timing"))
+    share = meta.get(
+        "other_processes_cpu_share", meta.get("other_processes_cpu_share_during_timing")
+    )
     load = f"; other load {share:.0%}" if isinstance(share, (int, float)) else ""
     if share is None and isinstance(meta.get("load_average"), list):
         load = "; load average " + "/".join(f"{v:.1f}" for v in meta["load_average"])
@@ -40,10 +42,15 @@ def run_of(meta: dict) -> str:
 def targets(data: dict) -> list[tuple[str, str, str]]:
     """Rows of a ``targets`` list (target, value, limit, passed), else of a summary."""
     if isinstance(data.get("targets"), list):
-        return [(t["target"], f"{t['value']:.3g}", "met" if t["passed"] else "MISSED")
-                for t in data["targets"]]
-    return [(key, f"{value:.3g}", "") for key, value in data.get("summary", {}).items()
-            if isinstance(value, (int, float))]
+        return [
+            (t["target"], f"{t['value']:.3g}", "met" if t["passed"] else "MISSED")
+            for t in data["targets"]
+        ]
+    return [
+        (key, f"{value:.3g}", "")
+        for key, value in data.get("summary", {}).items()
+        if isinstance(value, (int, float))
+    ]
 
 
 def family(data: dict) -> list[tuple[str, str, str]]:
@@ -59,12 +66,22 @@ def build_time(data: dict) -> list[tuple[str, str, str]]:
     chapters = [r for r in data["rows"] if str(r["what"]).startswith("notebooks/")]
     if chapters:
         worst = max(chapters, key=lambda r: r["reference_seconds"])
-        rows.append((f"slowest chapter ({Path(worst['what']).stem}), reference s",
-                     f"{worst['reference_seconds']:.0f}", "<= 60: " + verdict(worst)))
+        rows.append(
+            (
+                f"slowest chapter ({Path(worst['what']).stem}), reference s",
+                f"{worst['reference_seconds']:.0f}",
+                "<= 60: " + verdict(worst),
+            )
+        )
     for r in data["rows"]:
         if not str(r["what"]).startswith("notebooks/") and r.get("budget"):
-            rows.append((f"{r['what']}, reference s", f"{r['reference_seconds']:.0f}",
-                         f"<= {r['budget']:g}: " + verdict(r)))
+            rows.append(
+                (
+                    f"{r['what']}, reference s",
+                    f"{r['reference_seconds']:.0f}",
+                    f"<= {r['budget']:g}: " + verdict(r),
+                )
+            )
     return rows
 
 
@@ -76,42 +93,71 @@ def explorer(data: dict) -> list[tuple[str, str, str]]:
     """The slowest CAM update, and each method that reruns the network, in reference
     units."""
     scale = 0.25 / data["reference_seconds"]
-    updates = {k: r["ms"] for k, r in data["python"].items()
-               if k.startswith("CAM") and "ms" in r}
+    updates = {
+        k: r["ms"]
+        for k, r in data["python"].items()
+        if k.startswith("CAM") and "ms" in r
+    }
     rows = []
     if updates:
         name = max(updates, key=updates.get)
         what = name.split(": ", 1)[-1]
-        rows.append((f"explorer, slowest CAM update ({what}), reference ms",
-                     f"{updates[name] * scale:.0f}", "<= 100"))
+        rows.append(
+            (
+                f"explorer, slowest CAM update ({what}), reference ms",
+                f"{updates[name] * scale:.0f}",
+                "<= 100",
+            )
+        )
     for name, row in data["python"].items():
         if "seconds" in row:
-            rows.append((f"explorer: {name}, reference s",
-                         f"{row['seconds'] * scale:.1f}", ""))
+            rows.append(
+                (f"explorer: {name}, reference s", f"{row['seconds'] * scale:.1f}", "")
+            )
     browser = data.get("browser")
     if browser and browser.get("reference_seconds"):
-        # change-to-picture in JupyterLab, scaled by the reference timed around that part
+        # change-to-picture in JupyterLab, scaled by the reference timed around that
+        # part
         scale = 0.25 / browser["reference_seconds"]
         slow = ("method: Score-CAM", "Score-CAM")  # the steps that compute Score-CAM
         steps = {k: ms for k, ms in browser["steps"].items() if not k.startswith(slow)}
         name = max(steps, key=steps.get)
-        rows.append((f"explorer in JupyterLab, slowest change to picture ({name}), "
-                     "reference ms", f"{steps[name] * scale:.0f}", ""))
+        rows.append(
+            (
+                f"explorer in JupyterLab, slowest change to picture ({name}), "
+                "reference ms",
+                f"{steps[name] * scale:.0f}",
+                "",
+            )
+        )
         for name, ms in browser["steps"].items():
             if name.startswith(slow):
-                rows.append((f"explorer in JupyterLab: {name}, reference s",
-                             f"{ms / 1000 * scale:.1f}", ""))
+                rows.append(
+                    (
+                        f"explorer in JupyterLab: {name}, reference s",
+                        f"{ms / 1000 * scale:.1f}",
+                        "",
+                    )
+                )
     return rows
 
 
 def grading(data: dict) -> list[tuple[str, str, str]]:
     target = data.get("target_s")
     value = data.get("wall_reference_s", data.get("wall_s"))
-    met = "" if target is None else f"<= {target:g}: " + (
-        "met" if value <= target else "MISSED")
+    met = (
+        ""
+        if target is None
+        else f"<= {target:g}: " + ("met" if value <= target else "MISSED")
+    )
     each = data["notebooks"] // data["students"]
-    return [(f"grading {data['students']} students x {each} notebooks, reference s",
-             f"{value:.0f}", met)]
+    return [
+        (
+            f"grading {data['students']} students x {each} notebooks, reference s",
+            f"{value:.0f}",
+            met,
+        )
+    ]
 
 
 # (results file, the script that writes it, rows of it); a row per figure

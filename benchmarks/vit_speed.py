@@ -38,7 +38,11 @@ for path in (ROOT, ROOT / "benchmarks"):
 
 import camlib  # noqa: E402
 from common import (  # noqa: E402
-    Glibc, OtherLoad, device_name, run_meta, write_json,
+    Glibc,
+    OtherLoad,
+    device_name,
+    run_meta,
+    write_json,
 )
 from speed_memory import Contender, measure_peak, time_call  # noqa: E402
 
@@ -114,14 +118,19 @@ def summarise(runs: list[tuple[str, str, list[float], list[float]]]) -> list[dic
         pairs = [v / p for v, p in zip(values, plain) if p > 0]
         return statistics.median(pairs) if pairs else None
 
-    return [{"method": name, "library": library,
-             "median_ms": 1e3 * statistics.median(times),
-             "times_ms": [1e3 * t for t in times],
-             "x_plain_time": ratio(times, plain_times),
-             "peak_mib": statistics.median(peaks) / MIB,
-             "peaks_mib": [p / MIB for p in peaks],
-             "x_plain_memory": ratio(peaks, plain_peaks)}
-            for name, library, times, peaks in runs]
+    return [
+        {
+            "method": name,
+            "library": library,
+            "median_ms": 1e3 * statistics.median(times),
+            "times_ms": [1e3 * t for t in times],
+            "x_plain_time": ratio(times, plain_times),
+            "peak_mib": statistics.median(peaks) / MIB,
+            "peaks_mib": [p / MIB for p in peaks],
+            "x_plain_memory": ratio(peaks, plain_peaks),
+        }
+        for name, library, times, peaks in runs
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         for c in contenders:
             c.peaks_bytes.append(measure_peak(c, device, glibc))
 
-    rows = summarise([(c.name, c.library, c.times_s, c.peaks_bytes)
-                      for c in contenders])
+    rows = summarise(
+        [(c.name, c.library, c.times_s, c.peaks_bytes) for c in contenders]
+    )
     ours = rows[1]
     targets = [
         {

@@ -87,7 +87,9 @@ def candidates(model: nn.Module, count: int = 6) -> list[str]:
     return names[-count:]
 
 
-_DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+_DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, str]" = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def layer_or_probe(model: nn.Module, images: Tensor) -> str:

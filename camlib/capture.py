@@ -1,4 +1,5 @@
 """Finding layers by name and capturing their outputs with scoped forward hooks."""
+
 from __future__ import annotations
 
 import difflib
@@ -24,8 +25,8 @@ def resolve_layers(
 
     Raises:
         TypeError: an entry is neither a name nor a module.
-        ValueError: an empty list, an unknown name (with near matches suggested), a module
-            that is not part of ``model``, or the same layer twice.
+        ValueError: an empty list, an unknown name (with near matches suggested), a
+            module that is not part of ``model``, or the same layer twice.
     """
     if isinstance(layers, (str, nn.Module)):
         entries: list = [layers]
@@ -45,14 +46,16 @@ def resolve_layers(
         if isinstance(entry, nn.Module):
             if id(entry) not in names_of:
                 raise ValueError(
-                    f"layers: the {type(entry).__name__} given is not a submodule of this "
+                    f"layers: the {type(entry).__name__} given is not a "
+                    "submodule of this "
                     "model (pass one of model's own modules, e.g. model.layer4)"
                 )
             names.append(names_of[id(entry)])
             continue
         if not isinstance(entry, str):
             raise TypeError(
-                f"layers: expected module names (str) or modules, got {type(entry).__name__}"
+                "layers: expected module names (str) or modules, got "
+                f"{type(entry).__name__}"
             )
         if entry not in modules or entry == "":
             near = _near_names(entry, [n for n in modules if n])
@@ -85,26 +88,33 @@ def _near_names(
 def find_feature_layer(model: nn.Module, images: Tensor) -> str:
     """Name of the module that produces the last spatial feature map in a forward pass.
 
-    For a network of the form ``features -> global pooling -> classifier`` this is the feature
-    map that feeds the pooling. Among modules that finish together (a block and its last child),
-    the outermost one is chosen because its hook fires last. If token outputs [B, L, K]
-    come after it (a transformer, whose last 4-D map is its patch embedding), a
-    ValueError.
+    For a network of the form ``features -> global pooling -> classifier`` this is the
+    feature map that feeds the pooling. Among modules that finish together (a block and
+    its last child), the outermost one is chosen because its hook fires last. If token
+    outputs [B, L, K] come after it (a transformer, whose last 4-D map is its patch
+    embedding), a ValueError.
     """
     last: list[str] = []
     tokens: list[tuple[str, tuple[int, ...]]] = []
 
     def remember(name: str):
         def hook(_module: nn.Module, _inputs: tuple, output: object) -> None:
-            if isinstance(output, Tensor) and output.ndim == 4 and output.shape[-2:].numel() > 1:
+            if (
+                isinstance(output, Tensor)
+                and output.ndim == 4
+                and output.shape[-2:].numel() > 1
+            ):
                 last[:] = [name]
                 tokens.clear()
             elif isinstance(output, Tensor) and output.ndim == 3:
                 if output.shape[1] > 1:
                     tokens[:] = [(name, tuple(output.shape))]
+
         return hook
 
-    handles = [m.register_forward_hook(remember(n)) for n, m in model.named_modules() if n]
+    handles = [
+        m.register_forward_hook(remember(n)) for n, m in model.named_modules() if n
+    ]
     try:
         with torch.no_grad():
             model(images[:1])
@@ -112,7 +122,9 @@ def find_feature_layer(model: nn.Module, images: Tensor) -> str:
         for handle in handles:
             handle.remove()
     if not last:
-        raise ValueError("could not find a layer with a 4-D feature-map output; pass layers=[...]")
+        raise ValueError(
+            "could not find a layer with a 4-D feature-map output; pass layers=[...]"
+        )
     if tokens:
         raise ValueError(
             f"the last 4-D feature map is {last[0]!r}, but later layers output tokens "
@@ -126,11 +138,11 @@ class ActivationRecorder:
     """Keeps the latest output of each named layer while ``armed``, in the layer's own
     layout (see :mod:`camlib.layouts`, which reads it as maps).
 
-    The recorded value is the layer's output as it was returned, even if the network later
-    changes that tensor in place. With ``track_gradients``, the first recorded layer becomes the
-    start of the autograd graph (a detached leaf) and grad mode is switched on from there: the
-    backbone below runs without a graph, so gradient methods cost little more memory than a
-    plain forward.
+    The recorded value is the layer's output as it was returned, even if the network
+    later changes that tensor in place. With ``track_gradients``, the first recorded
+    layer becomes the start of the autograd graph (a detached leaf) and grad mode is
+    switched on from there: the backbone below runs without a graph, so gradient methods
+    cost little more memory than a plain forward.
     """
 
     def __init__(self, model: nn.Module, layer_names: Sequence[str]) -> None:
@@ -144,7 +156,10 @@ class ActivationRecorder:
 
     def attach(self) -> None:
         modules = dict(self.model.named_modules())
-        self._handles = [modules[n].register_forward_hook(self._hook_for(n)) for n in self.layer_names]
+        self._handles = [
+            modules[n].register_forward_hook(self._hook_for(n))
+            for n in self.layer_names
+        ]
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -164,20 +179,24 @@ class ActivationRecorder:
                 )
             if self.track_gradients:
                 if not output.requires_grad:
-                    # Start the graph here: nothing below this layer is recorded by autograd.
+                    # Start the graph here: nothing below this layer is recorded by
+                    # autograd.
                     torch.set_grad_enabled(True)
                     output = output.detach().requires_grad_(True)
                 self.outputs[name] = output
-                # The network continues on a copy, so a later in-place op (ReLU(inplace=True),
-                # `out += identity`) cannot change the recorded output.
+                # The network continues on a copy, so a later in-place op
+                # (ReLU(inplace=True), `out += identity`) cannot change the recorded
+                # output.
                 return output.clone()
             self.outputs[name] = output.detach().clone()
             return None
+
         return hook
 
     @contextmanager
     def recording(self, track_gradients: bool) -> Iterator[dict[str, Tensor]]:
-        """Arm the hooks for one forward pass; grad mode and the outputs are reset afterwards."""
+        """Arm the hooks for one forward pass; grad mode and the outputs are reset
+        afterwards."""
         grad_was_enabled = torch.is_grad_enabled()
         self.outputs = {}
         self.calls = {}
@@ -195,22 +214,33 @@ class ActivationRecorder:
 class LayerSwap:
     """The network from one layer onward: logits for replacement outputs of that layer.
 
-    ``swap(rows, owners)`` with rows [R, K, h, w], replacement outputs of the layer, and owners
-    [R], the image each row belongs to, returns logits [R, num_classes]. A pass replaces the
-    layer's output (at its ``call``-th call, the one that was recorded) by the rows; the layers
-    before it run on an empty batch, so they cost nothing: the price is the network from the
-    layer onward. Before the first pass, one check: the recorded output alone must reproduce
-    the recorded logits. If it does not, or a pass fails (a skip connection from below the layer
-    meets the larger batch), every pass from then on runs the whole network on each row's
-    image, ``max_rows`` rows at a time, and ``mode`` becomes ``"full"``; if even that does not
-    reproduce the logits, a ValueError.
+    ``swap(rows, owners)`` with rows [R, K, h, w], replacement outputs of the layer, and
+    owners [R], the image each row belongs to, returns logits [R, num_classes]. A pass
+    replaces the layer's output (at its ``call``-th call, the one that was recorded) by
+    the rows; the layers before it run on an empty batch, so they cost nothing: the
+    price is the network from the layer onward. Before the first pass, one check: the
+    recorded output alone must reproduce the recorded logits. If it does not, or a pass
+    fails (a skip connection from below the layer meets the larger batch), every pass
+    from then on runs the whole network on each row's image, ``max_rows`` rows at a
+    time, and ``mode`` becomes ``"full"``; if even that does not reproduce the logits, a
+    ValueError.
 
     ``restore`` puts the rows back into the layer's own layout first (channels-last,
     tokens; see :mod:`camlib.layouts`).
     """
 
-    def __init__(self, model: nn.Module, layer: str, call: int, images: Tensor, activations: Tensor,
-                 logits: Tensor, to_logits, max_rows: int = 64, restore=None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str,
+        call: int,
+        images: Tensor,
+        activations: Tensor,
+        logits: Tensor,
+        to_logits,
+        max_rows: int = 64,
+        restore=None,
+    ) -> None:
         self.model, self.layer, self.call = model, layer, call
         # (rows [R, K, h, w], owners [R]) -> rows in the layer's own layout
         self.restore = restore
@@ -244,7 +274,9 @@ class LayerSwap:
             part = slice(start, start + self.max_rows)
             logits = self._run(self.images[owners[part]], rows[part])
             if logits is None:
-                raise ValueError(f"layer {self.layer!r}: the whole network's pass went wrong")
+                raise ValueError(
+                    f"layer {self.layer!r}: the whole network's pass went wrong"
+                )
             parts.append(logits)
         return torch.cat(parts)
 
@@ -252,7 +284,8 @@ class LayerSwap:
         if not self._reproduces(self.images):
             raise ValueError(
                 f"layer {self.layer!r}: rerunning the network with this layer's output "
-                "replaced does not reproduce the model's logits, so its channels cannot be "
+                "replaced does not reproduce the model's logits, so its "
+                "channels cannot be "
                 "ablated"
             )
         self.mode = "full"
@@ -270,8 +303,9 @@ class LayerSwap:
         return bool((logits - reference).abs().amax() <= 1e-3 * scale)
 
     def __enter__(self) -> LayerSwap:
-        """Hold the hook, eval mode and no_grad across many passes (each pass would otherwise
-        set them up and undo them, which costs about a millisecond on a ResNet)."""
+        """Hold the hook, eval mode and no_grad across many passes (each pass would
+        otherwise set them up and undo them, which costs about a millisecond on a
+        ResNet)."""
         stack = ExitStack()
         stack.enter_context(model_state_preserved(self.model))
         stack.enter_context(torch.no_grad())
@@ -290,8 +324,9 @@ class LayerSwap:
         return self._rows if self._seen == self.call else None
 
     def _run(self, inputs: Tensor, rows: Tensor) -> Tensor | None:
-        """Logits [rows, classes] of one pass with ``rows`` as the layer's output; None if the
-        layer was not reached or the logits do not have one row per replacement."""
+        """Logits [rows, classes] of one pass with ``rows`` as the layer's output; None
+        if the layer was not reached or the logits do not have one row per
+        replacement."""
         if getattr(self, "_session", None) is None:
             with self:
                 return self._run(inputs, rows)
@@ -308,7 +343,8 @@ class LayerSwap:
 
 @contextmanager
 def model_state_preserved(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
-    """Put ``model`` in eval mode for the block and restore every module's training flag."""
+    """Put ``model`` in eval mode for the block and restore every module's training
+    flag."""
     flags = [(module, module.training) for module in model.modules()]
     if eval_mode:
         model.eval()

@@ -1,4 +1,5 @@
 """Input validation with messages that say what was expected and what came."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,9 @@ from typing import Union
 import torch
 from torch import Tensor, nn
 
-#: What ``classes`` may be: None (the top-scoring classes), one class index for every image, a
-#: list or tensor of one index per image ``[B]``, or of T indices per image ``[B, T]``.
+#: What ``classes`` may be: None (the top-scoring classes), one class index for every
+#: image, a list or tensor of one index per image ``[B]``, or of T indices per image
+#: ``[B, T]``.
 Classes = Union[None, int, Sequence[int], Sequence[Sequence[int]], Tensor]
 
 
@@ -25,16 +27,25 @@ def expected_channels(model: nn.Module) -> int | None:
 
 def check_images(model: nn.Module, images: object) -> Tensor:
     if not isinstance(images, Tensor):
-        raise TypeError(f"images: expected a torch.Tensor [B, C, H, W], got {type(images).__name__}")
+        raise TypeError(
+            f"images: expected a torch.Tensor [B, C, H, W], got {type(images).__name__}"
+        )
     if not images.is_floating_point():
         raise TypeError(
-            f"images: expected a floating-point tensor (normalised pixels), got dtype {images.dtype}; "
+            "images: expected a floating-point tensor (normalised pixels), "
+            f"got dtype {images.dtype}; "
             "convert with images.float() / 255 and the model's normalisation"
         )
     if images.ndim != 4:
-        raise ValueError(f"images: expected a 4-D tensor [B, C, H, W], got shape {tuple(images.shape)}")
+        raise ValueError(
+            "images: expected a 4-D tensor [B, C, H, W], got shape "
+            f"{tuple(images.shape)}"
+        )
     if images.shape[0] == 0:
-        raise ValueError(f"images: expected at least one image, got an empty batch {tuple(images.shape)}")
+        raise ValueError(
+            "images: expected at least one image, got an empty batch "
+            f"{tuple(images.shape)}"
+        )
     channels = expected_channels(model)
     if channels is not None and images.shape[1] != channels:
         raise ValueError(
@@ -43,7 +54,9 @@ def check_images(model: nn.Module, images: object) -> Tensor:
         )
     parameter = next(model.parameters(), None)
     if parameter is not None and parameter.device != images.device:
-        raise ValueError(f"images are on {images.device} but the model is on {parameter.device}")
+        raise ValueError(
+            f"images are on {images.device} but the model is on {parameter.device}"
+        )
     if not bool(torch.isfinite(images).all()):
         raise ValueError("images: expected finite values, got NaN or Inf")
     return images
@@ -61,15 +74,22 @@ def check_batch_size(batch_size: object) -> int | None:
     if batch_size is None:
         return None
     if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise TypeError(f"batch_size: expected None or a positive int, got "
-                        f"{type(batch_size).__name__}")
+        raise TypeError(
+            f"batch_size: expected None or a positive int, got "
+            f"{type(batch_size).__name__}"
+        )
     if batch_size < 1:
-        raise ValueError(f"batch_size: expected None or a positive int, got {batch_size!r}")
+        raise ValueError(
+            f"batch_size: expected None or a positive int, got {batch_size!r}"
+        )
     return batch_size
 
 
-def classes_as_rows(classes: object, batch_size: int, device: torch.device) -> Tensor | None:
-    """``None``, an int, or a ``[B]`` / ``[B, T]`` integer tensor, as a ``[B, T]`` LongTensor."""
+def classes_as_rows(
+    classes: object, batch_size: int, device: torch.device
+) -> Tensor | None:
+    """``None``, an int, or a ``[B]`` / ``[B, T]`` integer tensor, as a ``[B, T]``
+    LongTensor."""
     if classes is None:
         return None
     if isinstance(classes, bool):
@@ -80,14 +100,22 @@ def classes_as_rows(classes: object, batch_size: int, device: torch.device) -> T
         classes = torch.as_tensor(classes)
     if not isinstance(classes, Tensor):
         raise TypeError(
-            f"classes: expected None, an int, or a LongTensor [B] or [B, T], got {type(classes).__name__}"
+            "classes: expected None, an int, or a LongTensor [B] or [B, T], "
+            f"got {type(classes).__name__}"
         )
-    if classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool:
-        raise TypeError(f"classes: expected an integer tensor, got dtype {classes.dtype}")
+    if (
+        classes.is_floating_point()
+        or classes.is_complex()
+        or classes.dtype == torch.bool
+    ):
+        raise TypeError(
+            f"classes: expected an integer tensor, got dtype {classes.dtype}"
+        )
     rows = classes[:, None] if classes.ndim == 1 else classes
     if rows.ndim != 2 or rows.shape[0] != batch_size or rows.shape[1] == 0:
         raise ValueError(
-            f"classes: expected one row per image, shape [{batch_size}] or [{batch_size}, T] with T >= 1, "
+            f"classes: expected one row per image, shape [{batch_size}] or "
+            f"[{batch_size}, T] with T >= 1, "
             f"got shape {tuple(classes.shape)}"
         )
     return rows.to(device=device, dtype=torch.long)
@@ -96,7 +124,9 @@ def classes_as_rows(classes: object, batch_size: int, device: torch.device) -> T
 def check_class_range(classes: Tensor, num_classes: int) -> None:
     if bool(((classes < 0) | (classes >= num_classes)).any()):
         bad = classes[(classes < 0) | (classes >= num_classes)].unique().tolist()
-        raise ValueError(f"classes: expected indices in [0, {num_classes - 1}], got {bad}")
+        raise ValueError(
+            f"classes: expected indices in [0, {num_classes - 1}], got {bad}"
+        )
 
 
 def _numbers(values: object, count: int) -> bool:
@@ -109,22 +139,26 @@ def _numbers(values: object, count: int) -> bool:
 
 
 def load_boxes(path: str | Path) -> dict[str, list[list[float]]]:
-    """A JSON file of ``{relative image path: [[x0, y0, x1, y1], ...]}`` (one box may come
-    as a bare ``[x0, y0, x1, y1]``), each box with ``x0 < x1`` and ``y0 < y1``."""
+    """A JSON file of ``{relative image path: [[x0, y0, x1, y1], ...]}`` (one box may
+    come as a bare ``[x0, y0, x1, y1]``), each box with ``x0 < x1`` and ``y0 < y1``."""
     try:
         text = Path(path).read_text()
     except OSError as error:
-        raise ValueError(f"--boxes {path}: expected a readable JSON file, got {error}") from None
+        raise ValueError(
+            f"--boxes {path}: expected a readable JSON file, got {error}"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(
-            f"--boxes {path}: expected JSON, got invalid JSON at line {error.lineno} column "
+            f"--boxes {path}: expected JSON, got invalid JSON at line "
+            f"{error.lineno} column "
             f"{error.colno} ({error.msg})"
         ) from None
     if not isinstance(data, dict):
         raise ValueError(
-            f"--boxes {path}: expected a JSON object (image path -> [[x0, y0, x1, y1], ...]), "
+            f"--boxes {path}: expected a JSON object (image path -> [[x0, y0, "
+            "x1, y1], ...]), "
             f"got a JSON {type(data).__name__}"
         )
     boxes = {}
@@ -135,7 +169,8 @@ def load_boxes(path: str | Path) -> dict[str, list[list[float]]]:
         )
         if not fine:
             raise ValueError(
-                f"--boxes {path}: expected [[x0, y0, x1, y1], ...] of finite numbers with "
+                f"--boxes {path}: expected [[x0, y0, x1, y1], ...] of finite "
+                "numbers with "
                 f"x0 < x1 and y0 < y1 for {key!r}, got {json.dumps(value)[:100]}"
             )
         boxes[key] = [list(box) for box in rows]
@@ -143,8 +178,8 @@ def load_boxes(path: str | Path) -> dict[str, list[list[float]]]:
 
 
 def state_dict_mismatch(model: nn.Module, state: object) -> str | None:
-    """What keeps ``state`` from loading into ``model`` (missing and unexpected keys, tensors
-    of other shapes), in one line; None if it fits."""
+    """What keeps ``state`` from loading into ``model`` (missing and unexpected keys,
+    tensors of other shapes), in one line; None if it fits."""
     if not isinstance(state, Mapping):
         return f"a {type(state).__name__}, not a dict of tensors"
     expected = model.state_dict()
@@ -162,7 +197,8 @@ def state_dict_mismatch(model: nn.Module, state: object) -> str | None:
         problems.append(f"{len(unexpected)} unexpected keys ({listed(unexpected)})")
     shapes = [
         f"{key} {tuple(state[key].shape)} (the model's {tuple(value.shape)})"
-        if isinstance(state[key], Tensor) else f"{key} a {type(state[key]).__name__}"
+        if isinstance(state[key], Tensor)
+        else f"{key} a {type(state[key]).__name__}"
         for key, value in expected.items()
         if key in state
         and (not isinstance(state[key], Tensor) or state[key].shape != value.shape)

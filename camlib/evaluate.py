@@ -90,8 +90,14 @@ def evaluate_batch(
         for mode in ("deletion", "insertion"):
             if mode in args.metrics:
                 curve = metrics.perturbation_curve(
-                    model, images, maps, classes, mode=mode, steps=args.steps,
-                    baseline=args.baseline, max_batch=args.max_batch,
+                    model,
+                    images,
+                    maps,
+                    classes,
+                    mode=mode,
+                    steps=args.steps,
+                    baseline=args.baseline,
+                    max_batch=args.max_batch,
                 )
                 values[f"{mode}_auc"] = curve.auc
         if "confidence" in args.metrics:
@@ -110,7 +116,9 @@ def evaluate_batch(
             values["pointing"] = nothing.clone()
             if bool(has_object.any()):
                 values["pointing"][has_object] = metrics.pointing_game(
-                    maps[has_object], batch["mask"][has_object], args.tolerance,
+                    maps[has_object],
+                    batch["mask"][has_object],
+                    args.tolerance,
                     batch["pixel_size"][has_object],
                 ).float()
         if "localisation" in args.metrics:
@@ -188,7 +196,10 @@ def write_chunk(
 
 
 def run_rank(
-    args: argparse.Namespace, rank: int, world: int, model: nn.Module,
+    args: argparse.Namespace,
+    rank: int,
+    world: int,
+    model: nn.Module,
     data: ObjectFolder,
 ) -> None:
     """This rank's share: chunks ``rank, rank + world, ...`` that are not on disk
@@ -216,13 +227,18 @@ def run_rank(
         if chunk not in owner:  # every file in it already skipped
             write_chunk(args.out, chunk, [], data)
     loader = DataLoader(
-        data, batch_sampler=batches, num_workers=args.workers, collate_fn=collate,
+        data,
+        batch_sampler=batches,
+        num_workers=args.workers,
+        collate_fn=collate,
         pin_memory=device.type == "cuda",
     )
     pending: list[dict] = []
     skipped = 0
     bar = tqdm(
-        total=sum(map(len, batches)), unit="image", desc=f"rank {rank}",
+        total=sum(map(len, batches)),
+        unit="image",
+        desc=f"rank {rank}",
         disable=rank != 0 or not sys.stderr.isatty(),
     )
     bar.set_postfix(skipped=skipped)
@@ -237,9 +253,7 @@ def run_rank(
                     "file)",
                     status=1,
                 )
-            record_skipped(
-                args.out, owner[number], index, data.relative(index), text
-            )
+            record_skipped(args.out, owner[number], index, data.relative(index), text)
             skipped += 1
             bar.set_postfix(skipped=skipped)
         if item["batch"] is not None:
@@ -317,18 +331,25 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--out", type=Path, required=True, help="results folder (resumes if it exists)")
     add("--boxes", help="JSON: relative image path -> [[x0, y0, x1, y1], ...]")
     add("--masks", help="folder of PNG masks mirroring the images")
-    add("--model", default="efficientnet-lite0",
+    add(
+        "--model",
+        default="efficientnet-lite0",
         help="efficientnet-lite0 (pretrained), a torchvision architecture, or "
         "module:callable (a factory called with the number of classes, e.g. "
-        "mypackage.nets:Net)")
+        "mypackage.nets:Net)",
+    )
     add("--weights", help="a state dict to load into the model")
     add("--num-classes", type=int, help="random models (default: the folder's classes)")
     add("--seed", type=int, default=0, help="initialises random models")
     add("--methods", nargs="+", default=["cam", "gradcam"])
     add("--layer", help="the layer to explain (default: the last feature map)")
     add("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=METRICS)
-    add("--target", choices=("predicted", "label"), default="predicted",
-        help="which class to explain (label: folder index = model class index)")
+    add(
+        "--target",
+        choices=("predicted", "label"),
+        default="predicted",
+        help="which class to explain (label: folder index = model class index)",
+    )
     add("--image-size", type=int, default=224)
     add("--batch-size", type=int, default=32)
     add("--max-batch", type=int, default=256, help="images per forward in the curves")
@@ -339,8 +360,11 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--tolerance", type=float, default=15.0, help="pointing game, original pixels")
     add("--ratio", type=float, default=0.2, help="Zhou box threshold")
     add("--limit", type=int, help="only the first N images")
-    add("--strict", action="store_true",
-        help="stop at the first file that cannot be read (default: skip and record it)")
+    add(
+        "--strict",
+        action="store_true",
+        help="stop at the first file that cannot be read (default: skip and record it)",
+    )
     add("--device", help="cpu or cuda (default: cuda if available)")
     args = parser.parse_args(argv)
     positive = ("batch_size", "chunk_size", "max_batch", "steps", "image_size")

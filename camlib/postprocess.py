@@ -1,7 +1,10 @@
-"""Post-processing of raw maps: upsampling, normalisation, colour overlays and Zhou et al. boxes.
+"""Post-processing of raw maps: upsampling, normalisation, colour overlays and Zhou et
+al. boxes.
 
-Everything works on batched torch tensors on their own device; maps have shape ``[..., h, w]``.
+Everything works on batched torch tensors on their own device; maps have shape ``[...,
+h, w]``.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -9,7 +12,6 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
 
 
 def upsample(maps: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Tensor:
@@ -54,10 +56,11 @@ def normalize(maps: Tensor, inplace: bool = False) -> Tensor:
 
 
 def to_image_maps(raw: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Tensor:
-    r"""The display pipeline: :math:`\tilde M = \operatorname{minmax}(\operatorname{up}(\max(M, 0)))`.
+    r"""The display pipeline:
+    :math:`\tilde M = \operatorname{minmax}(\operatorname{up}(\max(M, 0)))`.
 
-    ReLU keeps the positive evidence for the class, upsampling brings the map to the image's
-    size, and min-max scaling puts it in :math:`[0, 1]`.
+    ReLU keeps the positive evidence for the class, upsampling brings the map to the
+    image's size, and min-max scaling puts it in :math:`[0, 1]`.
 
     Args:
         raw: ``[..., h, w]`` raw maps (``Explanation.raw``).
@@ -71,7 +74,8 @@ def to_image_maps(raw: Tensor, size: tuple[int, int], mode: str = "bilinear") ->
 
 
 def threshold_mask(maps: Tensor, ratio: float = 0.2) -> Tensor:
-    r"""Pixels at or above ``ratio`` times each map's maximum: :math:`M \ge \tau \max M`.
+    r"""Pixels at or above ``ratio`` times each map's maximum:
+    :math:`M \ge \tau \max M`.
 
     Args:
         maps: ``[..., H, W]`` maps.
@@ -97,17 +101,19 @@ def connected_components(mask: Tensor) -> Tensor:
     Returns:
         ``[..., H, W]`` long labels: 0 for background, one positive label per component.
 
-    Each foreground pixel starts with its own label (flat index + 1), and labels spread as
-    maxima until nothing changes, so each ends as its component's largest index. One round
-    spreads along whole runs of foreground in a row, then in a column (a segmented running
-    maximum, both ways), then to diagonal neighbours: a blob needs a handful of rounds, not one
-    per pixel of its diameter.
+    Each foreground pixel starts with its own label (flat index + 1), and labels spread
+    as maxima until nothing changes, so each ends as its component's largest index. One
+    round spreads along whole runs of foreground in a row, then in a column (a segmented
+    running maximum, both ways), then to diagonal neighbours: a blob needs a handful of
+    rounds, not one per pixel of its diameter.
     """
     height, width = mask.shape[-2:]
     foreground = mask.reshape(-1, height, width).bool()
     # int32 halves the memory traffic while run-offset labels (see below) fit in it
     dtype = torch.int32 if (width + 1) * (height * width + 1) < 2**31 else torch.int64
-    labels = torch.arange(1, height * width + 1, device=mask.device, dtype=dtype).reshape(1, height, width)
+    labels = torch.arange(
+        1, height * width + 1, device=mask.device, dtype=dtype
+    ).reshape(1, height, width)
     labels = labels * foreground
     while True:
         previous = labels
@@ -120,15 +126,21 @@ def connected_components(mask: Tensor) -> Tensor:
 
 
 def _spread_along_runs(labels: Tensor, foreground: Tensor, dim: int) -> Tensor:
-    """Every pixel takes the largest label of its run of foreground pixels along ``dim``."""
-    return torch.maximum(_running_max_in_runs(labels, foreground, dim),
-                         _running_max_in_runs(labels.flip(dim), foreground.flip(dim), dim).flip(dim))
+    """Every pixel takes the largest label of its run of foreground pixels along
+    ``dim``."""
+    return torch.maximum(
+        _running_max_in_runs(labels, foreground, dim),
+        _running_max_in_runs(labels.flip(dim), foreground.flip(dim), dim).flip(dim),
+    )
 
 
 def _running_max_in_runs(labels: Tensor, foreground: Tensor, dim: int) -> Tensor:
-    # Runs are numbered by counting background pixels; offsetting labels by run number times a
-    # bound makes one cummax restart at every run, as earlier runs hold smaller values.
-    offset = torch.cumsum(~foreground, dim=dim, dtype=labels.dtype) * (labels.shape[-1] * labels.shape[-2] + 1)
+    # Runs are numbered by counting background pixels; offsetting labels by run number
+    # times a bound makes one cummax restart at every run, as earlier runs hold smaller
+    # values.
+    offset = torch.cumsum(~foreground, dim=dim, dtype=labels.dtype) * (
+        labels.shape[-1] * labels.shape[-2] + 1
+    )
     return (torch.cummax(offset + labels, dim=dim).values - offset) * foreground
 
 
@@ -150,7 +162,9 @@ def largest_component(mask: Tensor) -> Tensor:
     """
     labels = connected_components(mask)
     flat = labels.reshape(-1, labels.shape[-2] * labels.shape[-1])
-    counts = torch.zeros(flat.shape[0], flat.shape[1] + 1, device=mask.device, dtype=torch.long)
+    counts = torch.zeros(
+        flat.shape[0], flat.shape[1] + 1, device=mask.device, dtype=torch.long
+    )
     counts.scatter_add_(1, flat, torch.ones_like(flat))
     counts[:, 0] = 0  # background is not a component
     biggest = counts.argmax(dim=1, keepdim=True)
@@ -164,8 +178,8 @@ def mask_to_box(mask: Tensor) -> Tensor:
         mask: ``[..., H, W]`` boolean masks.
 
     Returns:
-        ``[..., 4]`` long boxes ``(x0, y0, x1, y1)`` in pixels, ends exclusive; all zeros for
-        an empty mask.
+        ``[..., 4]`` long boxes ``(x0, y0, x1, y1)`` in pixels, ends exclusive; all
+        zeros for an empty mask.
     """
     rows = mask.any(dim=-1)  # [..., H]
     cols = mask.any(dim=-2)  # [..., W]
@@ -203,8 +217,8 @@ def zhou_boxes(maps: Tensor, ratio: float = 0.2) -> Tensor:
     return mask_to_box(largest_component(threshold_mask(maps, ratio)))
 
 
-# matplotlib's "jet" as (position, value) knots per channel, so the default colour map needs
-# no matplotlib (the [viz] extra brings the others)
+# matplotlib's "jet" as (position, value) knots per channel, so the default colour map
+# needs no matplotlib (the [viz] extra brings the others)
 _JET = (
     ((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),
     ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)),
@@ -244,8 +258,8 @@ def colorize(maps: Tensor, cmap: str = "jet") -> Tensor:
 
     Args:
         maps: ``[..., H, W]`` maps in :math:`[0, 1]` (values outside are clipped).
-        cmap: ``"jet"`` (built in) or any matplotlib colour map name (needs matplotlib, the
-            ``viz`` extra).
+        cmap: ``"jet"`` (built in) or any matplotlib colour map name (needs matplotlib,
+            the ``viz`` extra).
 
     Returns:
         ``[..., 3, H, W]`` RGB in :math:`[0, 1]`, on the maps' device.
@@ -259,14 +273,19 @@ def colorize(maps: Tensor, cmap: str = "jet") -> Tensor:
     return table[index].movedim(-1, -3)
 
 
-def overlay(images: Tensor, maps: Tensor, alpha: float = 0.5, cmap: str = "jet") -> Tensor:
-    r"""Blend coloured maps over images: :math:`(1 - \alpha)\, X + \alpha\, \operatorname{colour}(\tilde M)`.
+def overlay(
+    images: Tensor, maps: Tensor, alpha: float = 0.5, cmap: str = "jet"
+) -> Tensor:
+    r"""Blend coloured maps over images:
+    :math:`(1 - \alpha)\, X + \alpha\, \operatorname{colour}(\tilde M)`.
 
     For display only: it does not change what the classifier sees.
 
     Args:
-        images: ``[B, 3, H, W]`` RGB in :math:`[0, 1]` (the photo, not the normalised input).
-        maps: ``[B, H, W]`` or ``[B, T, H, W]`` maps in :math:`[0, 1]` (one overlay per map).
+        images: ``[B, 3, H, W]`` RGB in :math:`[0, 1]` (the photo, not the normalised
+            input).
+        maps: ``[B, H, W]`` or ``[B, T, H, W]`` maps in :math:`[0, 1]` (one overlay per
+            map).
         alpha: the map's opacity in :math:`[0, 1]`.
         cmap: as in :func:`colorize`.
 

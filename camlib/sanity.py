@@ -1,16 +1,17 @@
-"""Sanity checks for maps (Adebayo et al. 2018): does the map change when the model does?
+"""Sanity checks for maps (Adebayo et al. 2018): does the map change when the model
+does?
 
-- :func:`cascading_randomisation`: re-initialise the layers from the top (the classifier) down,
-  cumulatively, and compare each step's maps with the trained model's;
+- :func:`cascading_randomisation`: re-initialise the layers from the top (the
+  classifier) down, cumulatively, and compare each step's maps with the trained model's;
 - :func:`independent_randomisation`: the same, one layer at a time.
 
 (Data randomisation, which needs training, lives with the book's code:
 ``cambook.randomisation``.)
 
-Each comparison is per image: the Spearman rank correlation (:func:`spearman`) and the SSIM
-(:func:`ssim`) between the two maps. A map that survives randomisation unchanged cannot be
-explaining what the model learned. The user's model is never changed: the randomised models
-are copies.
+Each comparison is per image: the Spearman rank correlation (:func:`spearman`) and the
+SSIM (:func:`ssim`) between the two maps. A map that survives randomisation unchanged
+cannot be explaining what the model learned. The user's model is never changed: the
+randomised models are copies.
 """
 
 from __future__ import annotations
@@ -26,16 +27,21 @@ from torch import Tensor, nn
 from . import checks
 from .explain import explain
 
-# --- similarity of maps -----------------------------------------------------------------------
+# --- similarity of maps ---------------------------------------------------------------
 
 
 def average_ranks(values: Tensor) -> Tensor:
-    """Ranks 1..D of each row of ``values`` [N, D]; tied values share their average rank."""
+    """Ranks 1..D of each row of ``values`` [N, D]; tied values share their average
+    rank."""
     ordered, order = values.sort(dim=1, stable=True)
     starts = torch.ones_like(ordered, dtype=torch.bool)
     starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    group = starts.long().cumsum(dim=1) - 1  # [N, D]: index of each sorted value's tie group
-    positions = torch.arange(1, values.shape[1] + 1, device=values.device, dtype=torch.float64)
+    group = (
+        starts.long().cumsum(dim=1) - 1
+    )  # [N, D]: index of each sorted value's tie group
+    positions = torch.arange(
+        1, values.shape[1] + 1, device=values.device, dtype=torch.float64
+    )
     sums = torch.zeros(values.shape, dtype=torch.float64, device=values.device)
     sums.scatter_add_(1, group, positions.expand_as(sums))
     counts = torch.zeros_like(sums).scatter_add_(1, group, torch.ones_like(sums))
@@ -44,20 +50,24 @@ def average_ranks(values: Tensor) -> Tensor:
 
 
 def pearson(a: Tensor, b: Tensor) -> Tensor:
-    """Pearson correlation of each row pair of [N, D] tensors (NaN where a row is constant)."""
+    """Pearson correlation of each row pair of [N, D] tensors (NaN where a row is
+    constant)."""
     a = a.double() - a.double().mean(dim=1, keepdim=True)
     b = b.double() - b.double().mean(dim=1, keepdim=True)
     return (a * b).sum(1) / (a.square().sum(1) * b.square().sum(1)).sqrt()
 
 
 def spearman(a: Tensor, b: Tensor) -> Tensor:
-    """Spearman rank correlation [N] between maps ``a`` and ``b`` [N, ...] (flattened per row):
-    Pearson's correlation of the average ranks. NaN where a map is constant (undefined)."""
+    """Spearman rank correlation [N] between maps ``a`` and ``b`` [N, ...] (flattened
+    per row): Pearson's correlation of the average ranks. NaN where a map is constant
+    (undefined)."""
     _same_shape(a, b)
     return pearson(average_ranks(a.flatten(1)), average_ranks(b.flatten(1)))
 
 
-def gaussian_window(size: int = 11, sigma: float = 1.5, device=None, dtype=torch.float64) -> Tensor:
+def gaussian_window(
+    size: int = 11, sigma: float = 1.5, device=None, dtype=torch.float64
+) -> Tensor:
     """A normalised 1-D Gaussian of ``size`` taps."""
     x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     window = torch.exp(-(x**2) / (2 * sigma**2))
@@ -73,12 +83,15 @@ def ssim(
     k1: float = 0.01,
     k2: float = 0.03,
 ) -> Tensor:
-    """Structural similarity [N] of maps ``a`` and ``b`` [N, H, W] (Wang et al. 2004): local
-    statistics under an 11-tap Gaussian window (sigma 1.5), C1 = (0.01 L)^2, C2 = (0.03 L)^2
-    with L = ``data_range``, averaged over the positions where the window fits in the map."""
+    """Structural similarity [N] of maps ``a`` and ``b`` [N, H, W] (Wang et al. 2004):
+    local statistics under an 11-tap Gaussian window (sigma 1.5), C1 = (0.01 L)^2, C2 =
+    (0.03 L)^2 with L = ``data_range``, averaged over the positions where the window
+    fits in the map."""
     _same_shape(a, b)
     if a.ndim != 3 or min(a.shape[-2:]) < window:
-        raise ValueError(f"maps: expected [N, H, W] with H, W >= {window}, got {tuple(a.shape)}")
+        raise ValueError(
+            f"maps: expected [N, H, W] with H, W >= {window}, got {tuple(a.shape)}"
+        )
     g = gaussian_window(window, sigma, a.device)
     kernels = (g.view(1, 1, 1, -1), g.view(1, 1, -1, 1))
 
@@ -98,18 +111,27 @@ def ssim(
 
 
 def _same_shape(a: Tensor, b: Tensor) -> None:
-    """Two maps of one shape [N, ...] with N >= 1, on one device, finite (identical maps are
-    fine: Spearman 1, SSIM 1; constant ones give a NaN Spearman)."""
-    if not isinstance(a, Tensor) or not isinstance(b, Tensor) or a.shape != b.shape or a.ndim < 2:
-        shapes = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (a, b)]
+    """Two maps of one shape [N, ...] with N >= 1, on one device, finite (identical maps
+    are fine: Spearman 1, SSIM 1; constant ones give a NaN Spearman)."""
+    if (
+        not isinstance(a, Tensor)
+        or not isinstance(b, Tensor)
+        or a.shape != b.shape
+        or a.ndim < 2
+    ):
+        shapes = [
+            tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            for t in (a, b)
+        ]
         raise ValueError(
-            f"maps: expected two tensors of one shape [N, ...], got {shapes[0]} and {shapes[1]}"
+            "maps: expected two tensors of one shape [N, ...], got "
+            f"{shapes[0]} and {shapes[1]}"
         )
     for maps in (a, b):
         checks.check_maps(maps, a.device, "first maps")
 
 
-# --- model randomisation ----------------------------------------------------------------------
+# --- model randomisation --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -121,7 +143,8 @@ class Comparison:
     ssim: Tensor
 
     def summary(self) -> dict[str, float]:
-        """Means over the images (NaN correlations of constant maps left out) and their count."""
+        """Means over the images (NaN correlations of constant maps left out) and their
+        count."""
         finite = torch.isfinite(self.spearman)
         mean = self.spearman[finite].mean().item() if bool(finite.any()) else math.nan
         return {
@@ -145,8 +168,9 @@ class SanityResult:
 
 
 def randomisable_layers(model: nn.Module) -> list[str]:
-    """Modules holding learned weights (a ``weight`` of 2 or more dimensions: convolutions and
-    linear layers), in registration order, which is input to output for sequential networks."""
+    """Modules holding learned weights (a ``weight`` of 2 or more dimensions:
+    convolutions and linear layers), in registration order, which is input to output for
+    sequential networks."""
     return [
         name
         for name, module in model.named_modules()
@@ -158,8 +182,8 @@ def randomisable_layers(model: nn.Module) -> list[str]:
 
 
 def reinitialise(module: nn.Module, seed: int) -> None:
-    """PyTorch's default initialisation of ``module``'s own parameters, drawn on the CPU from
-    ``seed`` (the same values on every device), copied in place."""
+    """PyTorch's default initialisation of ``module``'s own parameters, drawn on the CPU
+    from ``seed`` (the same values on every device), copied in place."""
     fresh = copy.deepcopy(module).cpu()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -195,7 +219,8 @@ def _randomisation(
     ]
     if layers is None and not names:
         raise ValueError(
-            "model: expected layers with weights to re-initialise (convolutions or linear "
+            "model: expected layers with weights to re-initialise "
+            "(convolutions or linear "
             f"layers), got a {type(model).__name__} without any"
         )
     if unknown or not names:
@@ -211,7 +236,9 @@ def _randomisation(
         saved = {k: v.clone() for k, v in copies[name].state_dict().items()}
         reinitialise(copies[name], seed + step)
         maps, _ = _maps(randomised, images, method, layer, chosen)
-        comparisons.append(Comparison(name, spearman(original, maps), ssim(original, maps)))
+        comparisons.append(
+            Comparison(name, spearman(original, maps), ssim(original, maps))
+        )
         if kind == "independent":
             copies[name].load_state_dict(saved)
     return SanityResult(kind, original, chosen, comparisons)
@@ -226,11 +253,13 @@ def cascading_randomisation(
     layers: list[str] | None = None,
     seed: int = 0,
 ) -> SanityResult:
-    """Re-initialise ``layers`` (default :func:`randomisable_layers`) of a copy of ``model`` from
-    the last to the first, cumulatively; after each step, compare its maps of the same classes
-    (default: the trained model's predictions) with the trained model's. ``method`` and
-    ``layer`` are as in :func:`camlib.explain`."""
-    return _randomisation("cascading", model, images, method, layer, classes, layers, seed)
+    """Re-initialise ``layers`` (default :func:`randomisable_layers`) of a copy of
+    ``model`` from the last to the first, cumulatively; after each step, compare its
+    maps of the same classes (default: the trained model's predictions) with the trained
+    model's. ``method`` and ``layer`` are as in :func:`camlib.explain`."""
+    return _randomisation(
+        "cascading", model, images, method, layer, classes, layers, seed
+    )
 
 
 def independent_randomisation(
@@ -242,6 +271,8 @@ def independent_randomisation(
     layers: list[str] | None = None,
     seed: int = 0,
 ) -> SanityResult:
-    """As :func:`cascading_randomisation`, but each step re-initialises one layer only (the
-    others keep their trained values)."""
-    return _randomisation("independent", model, images, method, layer, classes, layers, seed)
+    """As :func:`cascading_randomisation`, but each step re-initialises one layer only
+    (the others keep their trained values)."""
+    return _randomisation(
+        "independent", model, images, method, layer, classes, layers, seed
+    )

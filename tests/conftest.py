@@ -1,4 +1,6 @@
-"""Shared fixtures: devices, tiny seeded networks, the pretrained model (loaded once)."""
+"""Shared fixtures: devices, tiny seeded networks, the pretrained model (loaded
+once)."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,7 +8,12 @@ import torch
 
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(
+            not torch.cuda.is_available(), reason="no CUDA device"
+        ),
+    ),
 ]
 
 

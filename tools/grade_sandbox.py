@@ -53,9 +53,8 @@ LOCK_DIR = (
 class Limits:
     """Limits for each process that runs student code."""
 
-    memory_mb: int = (
-        8192  # address space (RLIMIT_AS); importing torch maps about 3.2 GB
-    )
+    # address space (RLIMIT_AS); importing torch maps about 3.2 GB
+    memory_mb: int = 8192
     cpu_s: int = 600  # CPU seconds (RLIMIT_CPU)
     file_mb: int = 64  # largest file written (RLIMIT_FSIZE)
     processes: int = 256  # processes and threads of the run's account (RLIMIT_NPROC)

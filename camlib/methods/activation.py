@@ -1,4 +1,6 @@
-"""CAM itself (Zhou et al., 2016): the classifier's weights applied to the feature maps."""
+"""CAM itself (Zhou et al., 2016): the classifier's weights applied to the feature
+maps."""
+
 from __future__ import annotations
 
 from torch import Tensor

@@ -1,4 +1,5 @@
 """Eigen-CAM: the first principal direction of the activations, class-agnostic."""
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,9 @@ def first_component(activations: Tensor, centre: bool = False) -> Tensor:
     x = x if x.dtype == torch.float64 else x.float()
     _, _, vh = torch.linalg.svd(x, full_matrices=False)  # vh [B, min(hw, K), K]
     projection = (x @ vh[:, 0, :, None]).squeeze(-1)  # [B, hw]
-    return projection.to(activations.dtype).reshape(activations.shape[0], *activations.shape[-2:])
+    return projection.to(activations.dtype).reshape(
+        activations.shape[0], *activations.shape[-2:]
+    )
 
 
 @register("eigencam")
@@ -34,11 +37,11 @@ def eigencam(inputs: MethodInputs) -> Tensor:
 
     .. math:: M = X v_1
 
-    :math:`X` is the :math:`hw \times K` matrix of the activations and :math:`v_1` its first
-    right singular vector, as in the paper (not centred; pytorch-grad-cam centres :math:`X`
-    first). An SVD fixes :math:`v_1` only up to sign; the sign is chosen so that :math:`M`
-    correlates positively with :math:`\sum_k f_k`. Class-agnostic: every class asked gets
-    the same map.
+    :math:`X` is the :math:`hw \times K` matrix of the activations and :math:`v_1` its
+    first right singular vector, as in the paper (not centred; pytorch-grad-cam centres
+    :math:`X` first). An SVD fixes :math:`v_1` only up to sign; the sign is chosen so
+    that :math:`M` correlates positively with :math:`\sum_k f_k`. Class-agnostic: every
+    class asked gets the same map.
 
     Args:
         inputs: the layer's activations ``[B, K, h, w]`` and the classes ``[B, T]``.

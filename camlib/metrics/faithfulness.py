@@ -1,12 +1,16 @@
 """Faithfulness: does removing what the map points at change the model's mind?
 
-- :func:`perturbation_curve`: deletion and insertion curves and their AUC (Petsiuk et al. 2018);
-- :func:`confidence_change`: average drop and increase in confidence (Chattopadhay et al. 2018).
+- :func:`perturbation_curve`: deletion and insertion curves and their AUC (Petsiuk et
+  al. 2018);
+- :func:`confidence_change`: average drop and increase in confidence (Chattopadhay et
+  al. 2018).
 
-Maps are ``[B, H, W]``, one per image for the class ``c`` of that image. Model-based metrics
-run batched forwards on the images' device, under ``torch.no_grad``, and leave the model's
-training flags as they were. Scores are probabilities ``P_c`` (softmax of the logits).
+Maps are ``[B, H, W]``, one per image for the class ``c`` of that image. Model-based
+metrics run batched forwards on the images' device, under ``torch.no_grad``, and leave
+the model's training flags as they were. Scores are probabilities ``P_c`` (softmax of
+the logits).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,9 +28,10 @@ BASELINES = ("zero", "mean", "blur")
 def baseline_images(
     images: Tensor, kind: str = "zero", sigma: float = 5.0, kernel: int = 11
 ) -> Tensor:
-    """What removed pixels become: ``zero`` (all zeros: for normalised inputs, the data set's
-    mean colour), ``mean`` (each image's own mean per channel) or ``blur`` (a Gaussian blur of
-    the image, ``kernel`` taps, ``sigma`` pixels: Petsiuk et al. use 11 and 5)."""
+    """What removed pixels become: ``zero`` (all zeros: for normalised inputs, the data
+    set's mean colour), ``mean`` (each image's own mean per channel) or ``blur`` (a
+    Gaussian blur of the image, ``kernel`` taps, ``sigma`` pixels: Petsiuk et al. use 11
+    and 5)."""
     if kind == "zero":
         return torch.zeros_like(images)
     if kind == "mean":
@@ -38,13 +43,14 @@ def baseline_images(
     raise ValueError(f"baseline: expected one of {BASELINES}, got {kind!r}")
 
 
-# --- deletion and insertion -------------------------------------------------------------------
+# --- deletion and insertion -----------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Curves:
-    """Deletion or insertion curves: ``scores[b, s]`` is ``P_c`` of image ``b`` once the first
-    ``fractions[s]`` of its pixels (in the map's order) are removed (deletion) or inserted."""
+    """Deletion or insertion curves: ``scores[b, s]`` is ``P_c`` of image ``b`` once the
+    first ``fractions[s]`` of its pixels (in the map's order) are removed (deletion) or
+    inserted."""
 
     mode: str
     fractions: Tensor  # [S + 1], from 0 to 1
@@ -54,15 +60,17 @@ class Curves:
 
 
 def pixel_order(maps: Tensor) -> Tensor:
-    """Flat pixel indices ``[B, H * W]`` by descending map value; ties in row-major order."""
+    """Flat pixel indices ``[B, H * W]`` by descending map value; ties in row-major
+    order."""
     return torch.sort(maps.flatten(1), dim=1, descending=True, stable=True).indices
 
 
 def step_counts(
     pixels: int, steps: int | None = None, pixels_per_step: int | None = None
 ) -> Tensor:
-    """How many pixels are changed after each step: ``round(s * P / S)`` for ``steps`` S, or
-    ``min(s * n, P)`` for ``pixels_per_step`` n (then S = ceil(P / n)); starts at 0, ends at P."""
+    """How many pixels are changed after each step: ``round(s * P / S)`` for ``steps``
+    S, or ``min(s * n, P)`` for ``pixels_per_step`` n (then S = ceil(P / n)); starts at
+    0, ends at P."""
     if (steps is None) == (pixels_per_step is None):
         raise ValueError("give exactly one of steps and pixels_per_step")
     size = steps if steps is not None else pixels_per_step
@@ -88,12 +96,13 @@ def perturbation_curve(
     baseline: str = "zero",
     max_batch: int = 128,
 ) -> Curves:
-    """Petsiuk et al.'s deletion (``P_c`` as the most important pixels are replaced by the
-    baseline; lower AUC is better) or insertion (``P_c`` as they are put back into the
-    baseline image; higher is better). ``classes``: default the predicted class.
+    """Petsiuk et al.'s deletion (``P_c`` as the most important pixels are replaced by
+    the baseline; lower AUC is better) or insertion (``P_c`` as they are put back into
+    the baseline image; higher is better). ``classes``: default the predicted class.
 
-    All ``B * (S + 1)`` perturbed images go through the model in forwards of ``max_batch``,
-    each built on the fly from the pixel ranks, so memory is bounded by ``max_batch`` images.
+    All ``B * (S + 1)`` perturbed images go through the model in forwards of
+    ``max_batch``, each built on the fly from the pixel ranks, so memory is bounded by
+    ``max_batch`` images.
     """
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode: expected 'deletion' or 'insertion', got {mode!r}")
@@ -106,12 +115,16 @@ def perturbation_curve(
     fill = baseline_images(images, baseline)
     order = pixel_order(maps)
     rank = torch.empty_like(order)  # rank[b, p]: when pixel p of image b is changed
-    rank.scatter_(1, order, torch.arange(pixels, device=maps.device).expand(batch, pixels))
+    rank.scatter_(
+        1, order, torch.arange(pixels, device=maps.device).expand(batch, pixels)
+    )
     rows = batch * counts.shape[0]
     scores = torch.empty(rows, device=images.device)
     with torch.no_grad(), model_state_preserved(model):
         for start in range(0, rows, max_batch):
-            index = torch.arange(start, min(start + max_batch, rows), device=images.device)
+            index = torch.arange(
+                start, min(start + max_batch, rows), device=images.device
+            )
             image, step = index // counts.shape[0], index % counts.shape[0]
             changed = (rank[image] < counts[step][:, None]).view(-1, 1, height, width)
             if mode == "deletion":
@@ -122,10 +135,12 @@ def perturbation_curve(
             scores[index] = probs.gather(1, chosen[image][:, None])[:, 0]
     scores = scores.view(batch, counts.shape[0])
     fractions = counts.to(scores.dtype) / pixels
-    return Curves(mode, fractions, scores, torch.trapezoid(scores, fractions, dim=1), chosen)
+    return Curves(
+        mode, fractions, scores, torch.trapezoid(scores, fractions, dim=1), chosen
+    )
 
 
-# --- confidence -------------------------------------------------------------------------------
+# --- confidence -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -151,11 +166,16 @@ class ConfidenceChange:
 
 
 def confidence_change(
-    model: nn.Module, images: Tensor, maps: Tensor, classes: object = None, max_batch: int = 128
+    model: nn.Module,
+    images: Tensor,
+    maps: Tensor,
+    classes: object = None,
+    max_batch: int = 128,
 ) -> ConfidenceChange:
-    """Multiply the model's input by the map (clamped to [0, 1], image-sized) and compare ``P_c``
-    with the original's. As in pytorch-grad-cam, the input tensor is multiplied as given
-    (normalised inputs then fade towards the data set's mean colour)."""
+    """Multiply the model's input by the map (clamped to [0, 1], image-sized) and
+    compare ``P_c`` with the original's. As in pytorch-grad-cam, the input tensor is
+    multiplied as given (normalised inputs then fade towards the data set's mean
+    colour)."""
     maps, before, chosen = check_inputs(model, images, maps, classes, max_batch)
     masked = images * maps.clamp(0, 1)[:, None]
     after, _ = class_probabilities(model, masked, chosen, max_batch)

@@ -1,9 +1,12 @@
 """Localisation: is the map on the object?
 
-- :func:`pointing_game`: is the map's maximum on the object, within a tolerance (Zhang et al. 2016);
-- :func:`localisation` and :func:`threshold_sweep`: weakly supervised localisation with Zhou
-  et al.'s box (threshold the map, box the largest connected region, IoU with the true box).
+- :func:`pointing_game`: is the map's maximum on the object, within a tolerance (Zhang
+  et al. 2016);
+- :func:`localisation` and :func:`threshold_sweep`: weakly supervised localisation with
+  Zhou et al.'s box (threshold the map, box the largest connected region, IoU with the
+  true box).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,16 +19,21 @@ from ..postprocess import zhou_boxes
 from .inputs import image_maps
 
 
-# --- pointing game ----------------------------------------------------------------------------
+# --- pointing game --------------------------------------------------------------------
 
 
 def boxes_to_masks(boxes: Tensor, size: tuple[int, int]) -> Tensor:
     """Union of boxes as masks ``[B, H, W]``; ``boxes`` ``[B, 4]`` or ``[B, N, 4]`` of
     (x0, y0, x1, y1) pixels, ends exclusive (rows of NaN are ignored)."""
-    if not isinstance(boxes, Tensor) or boxes.ndim not in (2, 3) or boxes.shape[-1] != 4:
+    if (
+        not isinstance(boxes, Tensor)
+        or boxes.ndim not in (2, 3)
+        or boxes.shape[-1] != 4
+    ):
         got = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
         raise ValueError(
-            f"boxes: expected a tensor [B, 4] or [B, N, 4] of (x0, y0, x1, y1), got {got}"
+            "boxes: expected a tensor [B, 4] or [B, N, 4] of (x0, y0, x1, "
+            f"y1), got {got}"
         )
     boxes = boxes.float()[:, None] if boxes.ndim == 2 else boxes.float()
     height, width = size
@@ -37,12 +45,16 @@ def boxes_to_masks(boxes: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def pointing_game(
-    maps: Tensor, masks: Tensor, tolerance: float = 15.0, pixel_size: Tensor | None = None
+    maps: Tensor,
+    masks: Tensor,
+    tolerance: float = 15.0,
+    pixel_size: Tensor | None = None,
 ) -> Tensor:
-    """Zhang et al. (2016): a hit [B] when the map's maximum (the first in row-major order if
-    several) lies within ``tolerance`` pixels of the object ``masks`` [B, H, W] (boxes: see
-    :func:`boxes_to_masks`). Distances are between pixel centres, in pixels of the original
-    image: ``pixel_size`` [B, 2] gives its pixels per mask pixel in x and y (default 1)."""
+    """Zhang et al. (2016): a hit [B] when the map's maximum (the first in row-major
+    order if several) lies within ``tolerance`` pixels of the object ``masks`` [B, H, W]
+    (boxes: see :func:`boxes_to_masks`). Distances are between pixel centres, in pixels
+    of the original image: ``pixel_size`` [B, 2] gives its pixels per mask pixel in x
+    and y (default 1)."""
     if not isinstance(masks, Tensor) or masks.ndim != 3:
         got = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
         raise ValueError(f"masks: expected a tensor [B, H, W], got {got}")
@@ -61,20 +73,27 @@ def pointing_game(
         if pixel_size is None
         else pixel_size.to(masks.device).float()
     )
-    dx = (torch.arange(width, device=masks.device)[None] - (peak % width)[:, None]) * scale[:, :1]
-    dy = (torch.arange(height, device=masks.device)[None] - (peak // width)[:, None]) * scale[:, 1:]
+    dx = (
+        torch.arange(width, device=masks.device)[None] - (peak % width)[:, None]
+    ) * scale[:, :1]
+    dy = (
+        torch.arange(height, device=masks.device)[None] - (peak // width)[:, None]
+    ) * scale[:, 1:]
     distance2 = dy[:, :, None] ** 2 + dx[:, None, :] ** 2  # [B, H, W]
     nearest = distance2.masked_fill(~masks, float("inf")).flatten(1).amin(dim=1)
     return nearest <= tolerance**2
 
 
-# --- weakly supervised localisation -----------------------------------------------------------
+# --- weakly supervised localisation ---------------------------------------------------
 
 
 def map_boxes(maps: Tensor, ratio: float, image_size: tuple[int, int]) -> Tensor:
-    """Zhou boxes [N, 4] of maps [N, h, w], as float pixels of an image of ``(H, W)``."""
+    """Zhou boxes [N, 4] of maps [N, h, w], as float pixels of an image of ``(H,
+    W)``."""
     height, width = image_size
-    scale = torch.tensor([width / maps.shape[-1], height / maps.shape[-2]] * 2, device=maps.device)
+    scale = torch.tensor(
+        [width / maps.shape[-1], height / maps.shape[-2]] * 2, device=maps.device
+    )
     return zhou_boxes(maps, ratio).float() * scale
 
 
@@ -85,11 +104,12 @@ def localisation_per_image(
     ratio: float = 0.2,
     image_size: tuple[int, int] | None = None,
 ) -> dict[str, Tensor]:
-    """Per image: ``iou`` of the Zhou box (threshold ``ratio`` of the max) with the true box, and
-    ``on_object``: the centre of the map's peak cell lies on the object ``mask`` (if given).
+    """Per image: ``iou`` of the Zhou box (threshold ``ratio`` of the max) with the true
+    box, and ``on_object``: the centre of the map's peak cell lies on the object
+    ``mask`` (if given).
 
-    ``maps`` [N, h, w] may be coarser than the image; ``boxes`` [N, 4] and ``masks`` [N, H, W]
-    are at the image's resolution (``image_size``, default the masks' size).
+    ``maps`` [N, h, w] may be coarser than the image; ``boxes`` [N, 4] and ``masks`` [N,
+    H, W] are at the image's resolution (``image_size``, default the masks' size).
     """
     from torchvision.ops import box_iou
 
@@ -102,7 +122,8 @@ def localisation_per_image(
         raise TypeError(f"maps: expected a floating-point tensor [N, h, w], got {got}")
     if maps.ndim != 3 or boxes.shape != (maps.shape[0], 4):
         raise ValueError(
-            f"maps [N, h, w] and boxes [N, 4]: got {tuple(maps.shape)} and {tuple(boxes.shape)}"
+            f"maps [N, h, w] and boxes [N, 4]: got {tuple(maps.shape)} and "
+            f"{tuple(boxes.shape)}"
         )
     checks.check_maps(maps, boxes.device, "boxes")
     iou = box_iou(map_boxes(maps, ratio, image_size), boxes.float()).diagonal()
@@ -111,7 +132,9 @@ def localisation_per_image(
         (height, width), (h, w) = image_size, maps.shape[-2:]
         flat = maps.flatten(1).argmax(1)
         peak_x = ((flat % w).float() + 0.5).mul(width / w).long().clamp(max=width - 1)
-        peak_y = ((flat // w).float() + 0.5).mul(height / h).long().clamp(max=height - 1)
+        peak_y = (
+            ((flat // w).float() + 0.5).mul(height / h).long().clamp(max=height - 1)
+        )
         result["on_object"] = masks[
             torch.arange(masks.shape[0], device=masks.device), peak_y, peak_x
         ].bool()
@@ -121,12 +144,12 @@ def localisation_per_image(
 def localisation(
     maps: Tensor, boxes: Tensor, masks: Tensor, correct: Tensor, ratio: float
 ) -> dict[str, float]:
-    """Weakly supervised localisation from maps [N, h, w] of the true class; ``boxes`` and
-    ``masks`` [N, H, W] are at the image's resolution.
+    """Weakly supervised localisation from maps [N, h, w] of the true class; ``boxes``
+    and ``masks`` [N, H, W] are at the image's resolution.
 
-    gt_known: IoU(Zhou box, true box) >= 0.5; top1: that and a correct prediction (``correct``
-    [N] bool); pointing: the map's peak cell centre falls on the object (no tolerance; see
-    :func:`pointing_game` for Zhang et al.'s version); mean_iou.
+    gt_known: IoU(Zhou box, true box) >= 0.5; top1: that and a correct prediction
+    (``correct`` [N] bool); pointing: the map's peak cell centre falls on the object (no
+    tolerance; see :func:`pointing_game` for Zhang et al.'s version); mean_iou.
     """
     per_image = localisation_per_image(maps, boxes, masks, ratio)
     hit = per_image["iou"] >= 0.5
@@ -145,8 +168,9 @@ def threshold_sweep(
     correct: Tensor,
     ratios: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10)),
 ) -> list[dict[str, float]]:
-    """:func:`localisation` at each threshold ratio (Choe et al. 2020: choose it on held-out
-    data)."""
+    """:func:`localisation` at each threshold ratio (Choe et al. 2020: choose it on
+    held-out data)."""
     return [
-        {"ratio": ratio, **localisation(maps, boxes, masks, correct, ratio)} for ratio in ratios
+        {"ratio": ratio, **localisation(maps, boxes, masks, correct, ratio)}
+        for ratio in ratios
     ]

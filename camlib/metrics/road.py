@@ -1,6 +1,6 @@
-"""ROAD, remove and debias (Rong et al. 2022): delete pixels in the map's order, but fill them
-by linear imputation from their neighbours, so that the filled pixels do not tell the model
-where the removed ones were (the class leakage of plain deletion).
+"""ROAD, remove and debias (Rong et al. 2022): delete pixels in the map's order, but
+fill them by linear imputation from their neighbours, so that the filled pixels do not
+tell the model where the removed ones were (the class leakage of plain deletion).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from .faithfulness import Curves, pixel_order
 from .inputs import check_inputs
 
 
-# Rong et al.'s neighbour weights: 1/6 for the four edge neighbours, 1/12 for the diagonals.
+# Rong et al.'s neighbour weights: 1/6 for the four edge neighbours, 1/12 for the
+# diagonals.
 _NEIGHBOURS = ((1 / 12, 1 / 6, 1 / 12), (1 / 6, 0.0, 1 / 6), (1 / 12, 1 / 6, 1 / 12))
 
 
@@ -29,13 +30,17 @@ def linear_imputation(
     tolerance: float = 1e-7,
     max_iterations: int = 10_000,
 ) -> Tensor:
-    """Rong et al.'s linear imputation: every ``removed`` pixel ([B, H, W] bool) becomes the
-    weighted mean of its 8 neighbours in the image (known or themselves imputed), per channel,
-    plus Gaussian ``noise``. The linear system (symmetric, positive definite wherever a hole
-    touches a known pixel) is solved for all images and channels at once by conjugate
-    gradients, on the images' device."""
+    """Rong et al.'s linear imputation: every ``removed`` pixel ([B, H, W] bool) becomes
+    the weighted mean of its 8 neighbours in the image (known or themselves imputed),
+    per channel, plus Gaussian ``noise``. The linear system (symmetric, positive
+    definite wherever a hole touches a known pixel) is solved for all images and
+    channels at once by conjugate gradients, on the images' device."""
     if not isinstance(removed, Tensor) or removed.dtype != torch.bool:
-        got = f"dtype {removed.dtype}" if isinstance(removed, Tensor) else type(removed).__name__
+        got = (
+            f"dtype {removed.dtype}"
+            if isinstance(removed, Tensor)
+            else type(removed).__name__
+        )
         raise TypeError(f"removed: expected a bool mask [B, H, W], got {got}")
     if removed.shape != (images.shape[0], *images.shape[-2:]):
         raise ValueError(
@@ -74,12 +79,16 @@ def linear_imputation(
             break
         direction = (
             residual
-            + torch.where(norm > 0, new_norm / norm.clamp_min(torch.finfo(images.dtype).tiny), 0)
+            + torch.where(
+                norm > 0, new_norm / norm.clamp_min(torch.finfo(images.dtype).tiny), 0
+            )
             * direction
         )
         norm = new_norm
     if noise:
-        solution = solution + noise * torch.randn(images.shape, generator=generator).to(images)
+        solution = solution + noise * torch.randn(images.shape, generator=generator).to(
+            images
+        )
     return torch.where(removed[:, None], solution, images)
 
 
@@ -94,10 +103,11 @@ def road(
     seed: int = 0,
     max_batch: int = 128,
 ) -> Curves:
-    """ROAD (Rong et al. 2022): ``P_c`` after removing the ``fractions`` of pixels with the
-    highest (``morf``: most relevant first) or lowest (``lerf``) map values, with the removed
-    pixels filled by :func:`linear_imputation` (noise drawn from ``seed``). ``auc`` is the
-    trapezoid over the given fractions. MoRF falls fast and LeRF slowly for a good map."""
+    """ROAD (Rong et al. 2022): ``P_c`` after removing the ``fractions`` of pixels with
+    the highest (``morf``: most relevant first) or lowest (``lerf``) map values, with
+    the removed pixels filled by :func:`linear_imputation` (noise drawn from ``seed``).
+    ``auc`` is the trapezoid over the given fractions. MoRF falls fast and LeRF slowly
+    for a good map."""
     if order not in ("morf", "lerf"):
         raise ValueError(f"order: expected 'morf' or 'lerf', got {order!r}")
     fractions = tuple(fractions)
@@ -105,7 +115,9 @@ def road(
         isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f <= 1
         for f in fractions
     ):
-        raise ValueError(f"fractions: expected one or more numbers in [0, 1], got {fractions}")
+        raise ValueError(
+            f"fractions: expected one or more numbers in [0, 1], got {fractions}"
+        )
     if not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
         raise ValueError(f"noise: expected a finite number >= 0, got {noise!r}")
     maps, _, chosen = check_inputs(model, images, maps, classes, max_batch)
@@ -113,14 +125,18 @@ def road(
     pixels = height * width
     ranking = pixel_order(maps if order == "morf" else -maps)
     rank = torch.empty_like(ranking)
-    rank.scatter_(1, ranking, torch.arange(pixels, device=maps.device).expand(batch, pixels))
+    rank.scatter_(
+        1, ranking, torch.arange(pixels, device=maps.device).expand(batch, pixels)
+    )
     counts = torch.tensor([round(f * pixels) for f in fractions], device=images.device)
     generator = torch.Generator().manual_seed(seed)
     rows = batch * counts.shape[0]
     scores = torch.empty(rows, device=images.device)
     with torch.no_grad(), model_state_preserved(model):
         for start in range(0, rows, max_batch):
-            index = torch.arange(start, min(start + max_batch, rows), device=images.device)
+            index = torch.arange(
+                start, min(start + max_batch, rows), device=images.device
+            )
             image, step = index // counts.shape[0], index % counts.shape[0]
             removed = (rank[image] < counts[step][:, None]).view(-1, height, width)
             imputed = linear_imputation(images[image], removed, noise, generator)

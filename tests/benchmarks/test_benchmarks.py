@@ -4,6 +4,7 @@ library. Speed targets are reported by the scripts, never tested here.
 
 Cost: about 15 s for family_speed's quick run and 10 s for speed_memory's on an idle
 2-core CPU (plus imports); the rest take under a second each."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -33,8 +34,12 @@ def load(name: str):
 
 
 def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, str(BENCH / script), "--quick", *args],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), "--quick", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done
 
@@ -47,17 +52,41 @@ def family(tmp_path_factory) -> dict:
 
 
 def test_family_speed_has_every_contender_once_per_round(family) -> None:
-    peers = {"pgc GradCAM", "pgc GradCAMPlusPlus", "pgc XGradCAM", "pgc LayerCAM",
-             "pgc HiResCAM", "pgc EigenCAM", "pgc AblationCAM", "pgc ScoreCAM",
-             "torchcam CAM", "torchcam GradCAM", "torchcam GradCAMpp",
-             "torchcam XGradCAM", "torchcam LayerCAM", "torchcam ScoreCAM",
-             "Captum LayerGradCam"}
-    ours = {f"camlib {m}" for m in ("cam", "gradcam", "gradcampp", "xgradcam",
-                                    "layercam", "hirescam", "eigencam", "ablationcam",
-                                    "scorecam")}
+    peers = {
+        "pgc GradCAM",
+        "pgc GradCAMPlusPlus",
+        "pgc XGradCAM",
+        "pgc LayerCAM",
+        "pgc HiResCAM",
+        "pgc EigenCAM",
+        "pgc AblationCAM",
+        "pgc ScoreCAM",
+        "torchcam CAM",
+        "torchcam GradCAM",
+        "torchcam GradCAMpp",
+        "torchcam XGradCAM",
+        "torchcam LayerCAM",
+        "torchcam ScoreCAM",
+        "Captum LayerGradCam",
+    }
+    ours = {
+        f"camlib {m}"
+        for m in (
+            "cam",
+            "gradcam",
+            "gradcampp",
+            "xgradcam",
+            "layercam",
+            "hirescam",
+            "eigencam",
+            "ablationcam",
+            "scorecam",
+        )
+    }
     names = [row["method"] for row in family["results"]]
     assert sorted(names) == sorted(
-        peers | ours | {"plain forward", "camlib ablationcam, tail reruns"})
+        peers | ours | {"plain forward", "camlib ablationcam, tail reruns"}
+    )
     for row in family["results"]:
         assert len(row["rounds"]) == 2, row
         assert row["seconds"] == pytest.approx(sum(row["rounds"]) / 2)  # median of two
@@ -70,33 +99,45 @@ def test_family_speed_ratios_are_medians_of_the_rounds_ratios(family) -> None:
     def ratio(a, b) -> float:
         return statistics.median(x / y for x, y in zip(a, b))
 
-    faster = [min(p, t) for p, t in zip(rounds["pgc ScoreCAM"],
-                                        rounds["torchcam ScoreCAM"])]
+    faster = [
+        min(p, t) for p, t in zip(rounds["pgc ScoreCAM"], rounds["torchcam ScoreCAM"])
+    ]
     summary = family["summary"]
     expected = {
-        "Score-CAM: camlib's time / the faster peer's": ratio(rounds["camlib scorecam"],
-                                                              faster),
-        "Ablation-CAM: pgc's time / camlib's": ratio(rounds["pgc AblationCAM"],
-                                                     rounds["camlib ablationcam"]),
+        "Score-CAM: camlib's time / the faster peer's": ratio(
+            rounds["camlib scorecam"], faster
+        ),
+        "Ablation-CAM: pgc's time / camlib's": ratio(
+            rounds["pgc AblationCAM"], rounds["camlib ablationcam"]
+        ),
         "camlib gradient methods, worst time / plain forward's": max(
             ratio(rounds[f"camlib {m}"], rounds["plain forward"])
-            for m in ("gradcam", "gradcampp", "xgradcam", "layercam", "hirescam")),
+            for m in ("gradcam", "gradcampp", "xgradcam", "layercam", "hirescam")
+        ),
     }
     for key, value in expected.items():
         assert summary[key] == pytest.approx(value), key
     for target in family["targets"]:
         limit, value = target["limit"], target["value"]
-        assert target["passed"] == (value <= limit if "<=" in target["target"]
-                                    else value >= limit), target
+        assert target["passed"] == (
+            value <= limit if "<=" in target["target"] else value >= limit
+        ), target
 
 
 def test_family_speed_peers_make_the_maps_camlib_makes(family) -> None:
     """Another library as oracle: the peers' maps of the same method correlate with
     camlib's (r >= 0.99 on every image), so the benchmark times the same computation."""
     rows = {row["method"]: row for row in family["results"]}
-    for name in ("pgc GradCAM", "torchcam GradCAM", "Captum LayerGradCam",
-                 "pgc XGradCAM", "pgc ScoreCAM", "torchcam ScoreCAM", "pgc AblationCAM",
-                 "camlib ablationcam, tail reruns"):
+    for name in (
+        "pgc GradCAM",
+        "torchcam GradCAM",
+        "Captum LayerGradCam",
+        "pgc XGradCAM",
+        "pgc ScoreCAM",
+        "torchcam ScoreCAM",
+        "pgc AblationCAM",
+        "camlib ablationcam, tail reruns",
+    ):
         assert rows[name]["r_with_camlib"] >= 0.99, rows[name]
 
 
@@ -114,8 +155,9 @@ def test_tail_reruns_takes_the_path_with_a_pass_per_channel() -> None:
     classes = net(x).argmax(1)
     live = int(seen["f"].flatten(2).ne(0).any(2).sum())
     rows.clear()
-    closed = module.camlib.explain(net, x, method="ablationcam", layers="layer4",
-                                   classes=classes)
+    closed = module.camlib.explain(
+        net, x, method="ablationcam", layers="layer4", classes=classes
+    )
     assert sum(rows) == 2  # the first pass only
     rows.clear()
     tail = module.tail_reruns(net, x, classes)
@@ -152,11 +194,16 @@ def test_table_reads_the_files_present_and_says_which_it_cannot(tmp_path: Path) 
     module = load("make_table")
     results = tmp_path / "cambook" / "results"
     results.mkdir(parents=True)
-    meta = {"date": "2026-12-05T10:00:00+00:00", "device_name": "CPU", "threads": 2,
-            "other_processes_cpu_share": 0.04}
+    meta = {
+        "date": "2026-12-05T10:00:00+00:00",
+        "device_name": "CPU",
+        "threads": 2,
+        "other_processes_cpu_share": 0.04,
+    }
     target = {"target": "x <= 1", "value": 0.91234, "limit": 1.0, "passed": True}
-    (results / "family_speed.json").write_text(json.dumps(
-        {"meta": meta, "targets": [target], "summary": {}}))
+    (results / "family_speed.json").write_text(
+        json.dumps({"meta": meta, "targets": [target], "summary": {}})
+    )
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
     (tmp_path / "benchmarks" / "results" / "grading-speed.json").write_text("{}")
     assert module.table(tmp_path).splitlines()[2:] == [
@@ -171,26 +218,44 @@ def test_other_load_counts_waited_for_children_as_own() -> None:
     load: after a child that burns about 1 s of CPU, the own count grew by >= 0.8 s."""
     load_ = load("common").OtherLoad()
     before = load_._own()
-    burn = ("import time\nend = time.process_time() + 1.0\n"
-            "while time.process_time() < end: pass")
+    burn = (
+        "import time\nend = time.process_time() + 1.0\n"
+        "while time.process_time() < end: pass"
+    )
     subprocess.run([sys.executable, "-c", burn], check=True, timeout=60)
     assert load_._own() - before >= 0.8 * load_.tick
 
 
 def test_vit_benchmark_quick_mode_runs(tmp_path: Path) -> None:
-    """vit_speed.py keeps running: one round of vit_b_16 at batch 1, four contenders (about
-    ten vit_b_16 passes, about 30 s of CPU); it writes its JSON where it is told."""
+    """vit_speed.py keeps running: one round of vit_b_16 at batch 1, four contenders
+    (about ten vit_b_16 passes, about 30 s of CPU); it writes its JSON where it is
+    told."""
     out = tmp_path / "vit.json"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "vit_speed.py"), "--quick", "--json",
-         str(out)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "vit_speed.py"),
+            "--quick",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "| camlib Grad-CAM |" in done.stdout and "| torchcam GradCAM |" in done.stdout
+    assert (
+        "| camlib Grad-CAM |" in done.stdout and "| torchcam GradCAM |" in done.stdout
+    )
     import json
 
     rows = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
-    assert all(row["median_ms"] > 0 and row["peak_mib"] is not None for row in rows.values())
-    assert set(rows) == {"plain forward (no_grad)", "camlib Grad-CAM",
-                         "pytorch-grad-cam GradCAM", "torchcam GradCAM"}
+    assert all(
+        row["median_ms"] > 0 and row["peak_mib"] is not None for row in rows.values()
+    )
+    assert set(rows) == {
+        "plain forward (no_grad)",
+        "camlib Grad-CAM",
+        "pytorch-grad-cam GradCAM",
+        "torchcam GradCAM",
+    }

@@ -1,8 +1,11 @@
-"""The chapters' hidden check cells are collapsed in JupyterLab (tools/collapse_checks.py).
+"""The chapters' hidden check cells are collapsed in JupyterLab
+(tools/collapse_checks.py).
 
-JupyterLab ignores the book's ``remove-cell`` / ``remove-input`` tags; it folds a cell's code
-when the cell's metadata says ``"jupyter": {"source_hidden": true}``. Cost: reading five
-notebooks and one run of the script on a three-cell notebook (well under a second)."""
+JupyterLab ignores the book's ``remove-cell`` / ``remove-input`` tags; it folds a cell's
+code when the cell's metadata says ``"jupyter": {"source_hidden": true}``. Cost: reading
+five notebooks and one run of the script on a three-cell notebook (well under a
+second)."""
+
 from __future__ import annotations
 
 import json
@@ -38,24 +41,50 @@ def test_the_script_follows_the_tags_and_is_idempotent(tmp_path: Path) -> None:
         metadata = {"tags": tags} if tags else {}
         if jupyter is not None:
             metadata["jupyter"] = jupyter
-        return {"cell_type": "code", "execution_count": None, "metadata": metadata,
-                "outputs": [], "source": ["x = 1"]}
+        return {
+            "cell_type": "code",
+            "execution_count": None,
+            "metadata": metadata,
+            "outputs": [],
+            "source": ["x = 1"],
+        }
 
-    notebook = {"cells": [cell(["remove-cell"]), cell(["remove-input"]),
-                          cell([], {"source_hidden": True, "outputs_hidden": False}),
-                          cell(["hide-input"])],
-                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    notebook = {
+        "cells": [
+            cell(["remove-cell"]),
+            cell(["remove-input"]),
+            cell([], {"source_hidden": True, "outputs_hidden": False}),
+            cell(["hide-input"]),
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     path = tmp_path / "nb.ipynb"
     path.write_text(json.dumps(notebook, indent=1) + "\n", encoding="utf-8")
     run = [sys.executable, str(SCRIPT)]
-    assert subprocess.run([*run, "--check", str(path)], capture_output=True).returncode == 1
+    assert (
+        subprocess.run([*run, "--check", str(path)], capture_output=True).returncode
+        == 1
+    )
     subprocess.run([*run, str(path)], check=True, capture_output=True)
     once = path.read_text(encoding="utf-8")
     cells = json.loads(once)["cells"]
     assert [c["metadata"].get("jupyter") for c in cells] == [
-        {"source_hidden": True}, {"source_hidden": True}, {"outputs_hidden": False}, None]
+        {"source_hidden": True},
+        {"source_hidden": True},
+        {"outputs_hidden": False},
+        None,
+    ]
     assert [c["metadata"].get("tags") for c in cells] == [
-        ["remove-cell"], ["remove-input"], None, ["hide-input"]]
+        ["remove-cell"],
+        ["remove-input"],
+        None,
+        ["hide-input"],
+    ]
     subprocess.run([*run, str(path)], check=True, capture_output=True)
     assert path.read_text(encoding="utf-8") == once
-    assert subprocess.run([*run, "--check", str(path)], capture_output=True).returncode == 0
+    assert (
+        subprocess.run([*run, "--check", str(path)], capture_output=True).returncode
+        == 0
+    )

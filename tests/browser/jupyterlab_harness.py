@@ -1,15 +1,18 @@
 """JupyterLab for the browser tests: served on 127.0.0.1 only, offline, with a token.
 
-Not a test module: tests/browser/test_jupyterlab.py and benchmarks/explorer_latency.py use it.
+Not a test module: tests/browser/test_jupyterlab.py and benchmarks/explorer_latency.py
+use it.
 
-:func:`serve` copies the chapters into a temporary folder (the checkout's notebooks are never
-written), starts the pinned JupyterLab there with its own config, settings and workspace
-folders, and yields a :class:`Lab`. Everything that would call out is off: the news feed and
-the update check, the extension manager (read-only, its front end disabled) and the language
-server (server extension and front end). The kernels import this checkout (``PYTHONPATH``)
-and run without ``CAM_BOOK_STATIC``, so chapter 2 shows the live explorer.
-:func:`drive` runs jupyterlab.js (headless Chromium) against it and returns its JSON report.
+:func:`serve` copies the chapters into a temporary folder (the checkout's notebooks are
+never written), starts the pinned JupyterLab there with its own config, settings and
+workspace folders, and yields a :class:`Lab`. Everything that would call out is off: the
+news feed and the update check, the extension manager (read-only, its front end
+disabled) and the language server (server extension and front end). The kernels import
+this checkout (``PYTHONPATH``) and run without ``CAM_BOOK_STATIC``, so chapter 2 shows
+the live explorer. :func:`drive` runs jupyterlab.js (headless Chromium) against it and
+returns its JSON report.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,9 +48,12 @@ SERVER_CONFIG = {
     },
     "LabApp": {
         "news_url": None,
-        "check_for_updates_class": "jupyterlab.handlers.announcements.NeverCheckForUpdate",
+        "check_for_updates_class": (
+            "jupyterlab.handlers.announcements.NeverCheckForUpdate"
+        ),
         "extension_manager": "readonly",
-        "expose_app_in_browser": True,  # window.jupyterapp: the driver reads the notebook model
+        # window.jupyterapp: the driver reads the notebook model
+        "expose_app_in_browser": True,
     },
 }
 
@@ -75,28 +81,47 @@ def serve(notebooks: Sequence[Path], startup_timeout: float = 120.0) -> Iterator
         for notebook in notebooks:
             shutil.copy2(notebook, root / "notebooks" / notebook.name)
         (config / "labconfig").mkdir(parents=True)
-        (config / "labconfig" / "page_config.json").write_text(json.dumps(
-            {"disabledExtensions": {name: True for name in DISABLED_PLUGINS}}))
+        (config / "labconfig" / "page_config.json").write_text(
+            json.dumps(
+                {"disabledExtensions": {name: True for name in DISABLED_PLUGINS}}
+            )
+        )
         (config / "jupyter_server_config.json").write_text(json.dumps(SERVER_CONFIG))
         token, port = secrets.token_hex(16), free_port()
-        env = {key: value for key, value in os.environ.items()
-               if key not in ("CAM_BOOK_STATIC", "JUPYTER_TOKEN")}
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("CAM_BOOK_STATIC", "JUPYTER_TOKEN")
+        }
         env.update(
-            JUPYTER_CONFIG_DIR=str(config), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+            JUPYTER_CONFIG_DIR=str(config),
+            JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
             JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
             JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
-            IPYTHONDIR=str(tmp_path / "ipython"), MPLCONFIGDIR=str(tmp_path / "matplotlib"),
-            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+            IPYTHONDIR=str(tmp_path / "ipython"),
+            MPLCONFIGDIR=str(tmp_path / "matplotlib"),
+            PYTHONPATH=os.pathsep.join(
+                filter(None, [str(ROOT), env.get("PYTHONPATH")])
+            ),
         )
         log = tmp_path / "jupyterlab.log"
-        command = [sys.executable, "-m", "jupyterlab", f"--port={port}", "--port-retries=0",
-                   f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={token}",
-                   "--ServerApp.ip=127.0.0.1", "--no-browser"]
+        command = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            f"--port={port}",
+            "--port-retries=0",
+            f"--ServerApp.root_dir={root}",
+            f"--IdentityProvider.token={token}",
+            "--ServerApp.ip=127.0.0.1",
+            "--no-browser",
+        ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers often run as root
             command.append("--allow-root")
         with open(log, "w") as out:
-            server = subprocess.Popen(command, cwd=root, env=env, stdout=out,
-                                      stderr=subprocess.STDOUT)
+            server = subprocess.Popen(
+                command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
             try:
                 url = f"http://127.0.0.1:{port}/"
                 wait_until_up(url, token, server, log, startup_timeout)
@@ -110,16 +135,21 @@ def serve(notebooks: Sequence[Path], startup_timeout: float = 120.0) -> Iterator
                     server.wait()
 
 
-def wait_until_up(url: str, token: str, server: subprocess.Popen, log: Path,
-                  timeout: float) -> None:
-    """Poll the server's status API until it answers (or the server dies, or time is up)."""
+def wait_until_up(
+    url: str, token: str, server: subprocess.Popen, log: Path, timeout: float
+) -> None:
+    """Poll the server's status API until it answers (or the server dies, or time is
+    up)."""
     deadline = time.monotonic() + timeout
-    request = urllib.request.Request(url + "api/status",
-                                     headers={"Authorization": f"token {token}"})
+    request = urllib.request.Request(
+        url + "api/status", headers={"Authorization": f"token {token}"}
+    )
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited with {server.returncode}:\n"
-                               + log.read_text()[-3000:])
+            raise RuntimeError(
+                f"JupyterLab exited with {server.returncode}:\n"
+                + log.read_text()[-3000:]
+            )
         try:
             with urllib.request.urlopen(request, timeout=5) as answer:
                 if answer.status == 200:
@@ -127,8 +157,9 @@ def wait_until_up(url: str, token: str, server: subprocess.Popen, log: Path,
         except OSError:
             pass
         server_wait(server, 0.25)
-    raise RuntimeError(f"JupyterLab did not answer within {timeout:.0f} s:\n"
-                       + log.read_text()[-3000:])
+    raise RuntimeError(
+        f"JupyterLab did not answer within {timeout:.0f} s:\n" + log.read_text()[-3000:]
+    )
 
 
 def server_wait(server: subprocess.Popen, seconds: float) -> None:
@@ -142,10 +173,17 @@ def server_wait(server: subprocess.Popen, seconds: float) -> None:
 def ensure_node_modules() -> None:
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
-            raise RuntimeError(f"{tool} is required for the browser tests (Node.js >= 20)")
+            raise RuntimeError(
+                f"{tool} is required for the browser tests (Node.js >= 20)"
+            )
     if not (HARNESS / "node_modules" / "puppeteer-core").exists():
-        done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HARNESS,
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=HARNESS,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"npm ci in {HARNESS} failed:\n{done.stderr[-3000:]}")
 
@@ -154,9 +192,16 @@ def drive(lab: Lab, plan: dict, timeout: float) -> dict:
     """Run jupyterlab.js with ``plan`` (see its header) and return its JSON report."""
     ensure_node_modules()
     plan = {"base": lab.url, "token": lab.token, **plan}
-    done = subprocess.run(["node", str(HARNESS / "jupyterlab.js"), json.dumps(plan)],
-                          cwd=HARNESS, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        ["node", str(HARNESS / "jupyterlab.js"), json.dumps(plan)],
+        cwd=HARNESS,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if done.returncode != 0:
-        raise RuntimeError(f"server log (end):\n{lab.log.read_text()[-1500:]}\n"
-                           f"jupyterlab.js failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"server log (end):\n{lab.log.read_text()[-1500:]}\n"
+            f"jupyterlab.js failed ({done.returncode}):\n{done.stderr[-3000:]}"
+        )
     return json.loads(done.stdout)

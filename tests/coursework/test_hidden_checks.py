@@ -3,8 +3,9 @@ loader, the seeds drawn from a secret, and every planted mistake caught on priva
 inputs too.
 
 Cost: about 40 s of CPU (each notebook's setup once, each hidden check twice: the checks
-of 2.1 and 2.2 load EfficientNet-Lite0 and run the book's photos); the rest, the verdicts of
-the reasoning exercises (n.4) on forged and guessed answers among them, about 1 s.
+of 2.1 and 2.2 load EfficientNet-Lite0 and run the book's photos); the rest, the
+verdicts of the reasoning exercises (n.4) on forged and guessed answers among them,
+about 1 s.
 """
 
 from __future__ import annotations
@@ -140,7 +141,9 @@ def test_every_planted_mistake_is_caught_on_private_inputs(notebook) -> None:
         assert message.startswith(f"Exercise {exercise['id']}:"), message
 
 
-def test_children_that_run_student_code_see_only_the_kept_variables(monkeypatch) -> None:
+def test_children_that_run_student_code_see_only_the_kept_variables(
+    monkeypatch,
+) -> None:
     """One environment for both children (the notebook's and the hidden checks'): a
     token in the grader's environment does not reach student code."""
     import grade_sandbox as sandbox
@@ -152,17 +155,21 @@ def test_children_that_run_student_code_see_only_the_kept_variables(monkeypatch)
     assert env["PYTHONPATH"] == os.pathsep.join(["/a", "/b"])
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
     assert set(env) <= set(sandbox.KEPT_ENV) | {
-        "PYTHONPATH", "MPLBACKEND", "PYTHONDONTWRITEBYTECODE", "OMP_NUM_THREADS",
-        "MKL_NUM_THREADS"}
+        "PYTHONPATH",
+        "MPLBACKEND",
+        "PYTHONDONTWRITEBYTECODE",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+    }
 
 
-# --- the conceptual exercises (n.4): plain answers, judged exactly -----------------------
+# --- the conceptual exercises (n.4): plain answers, judged exactly --------------------
 
 
 def conceptual(notebook: str) -> tuple[str, dict, str]:
-    """``(hidden check source, the reference's probe result, exercise id)`` of a notebook's
-    conceptual exercise, computed here: its probe needs the answer and nothing else of the
-    notebook."""
+    """``(hidden check source, the reference's probe result, exercise id)`` of a
+    notebook's conceptual exercise, computed here: its probe needs the answer and
+    nothing else of the notebook."""
     exercise = f"{notebook[3]}.4"
     key = grade.load_keys()[notebook]
     source = next(
@@ -225,12 +232,15 @@ def test_conceptual_answers_of_the_wrong_type_or_shape_do_not_pass(notebook) -> 
             forgeries.append(dict(answer, **{part: torch.tensor(value)}))
             forgeries.append(dict(answer, **{part: list(value)[:-1]}))
     if {type(v) for v in answer.values()} & {int, float}:
-        forgeries.append({k: (v == v) if type(v) in (int, float) else v
-                          for k, v in answer.items()})  # True for every number
+        forgeries.append(
+            {k: (v == v) if type(v) in (int, float) else v for k, v in answer.items()}
+        )  # True for every number
     for forged in forgeries:
         outcome, name, message = judged(source, {**want, "answer": forged}, want)
         assert outcome == "error" and message.startswith(f"Exercise {exercise}:"), (
-            forged, message)
+            forged,
+            message,
+        )
 
 
 @pytest.mark.parametrize("notebook", samples.NOTEBOOKS)
@@ -271,6 +281,11 @@ def test_a_guess_passes_rarely(notebook) -> None:
         every_number_off["answer"][part] = value
     if numbers or integers or boxes:
         for combination in itertools.product(letters, repeat=len(choices)):
-            got = {**every_number_off, "answer": {
-                **every_number_off["answer"], **dict(zip(choices, combination))}}
+            got = {
+                **every_number_off,
+                "answer": {
+                    **every_number_off["answer"],
+                    **dict(zip(choices, combination)),
+                },
+            }
             assert judged(source, got, want)[0] == "error", (exercise, combination)

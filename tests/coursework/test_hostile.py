@@ -34,9 +34,8 @@ pytestmark = pytest.mark.skipif(
     not sandbox.privileged(), reason="the sandbox's own accounts need root"
 )
 CELL_TIMEOUT = 30  # the infinite loop costs this once
-MEMORY_MB = (
-    5000  # torch maps about 3.2 GB: a memory bomb fills the rest, 1.8 GB at most
-)
+# torch maps about 3.2 GB: a memory bomb fills the rest, 1.8 GB at most
+MEMORY_MB = 5000
 EXERCISES = ("5.1", "5.2", "5.3")
 
 # Defined in a notebook's first cell: is the caller the grader's hidden check?
@@ -48,7 +47,9 @@ def _graded():
     return any(frame.function == "probe" for frame in _inspect.stack())
 """
 SWALLOW = "get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)\n"
-ISSUE_CHEAT = """get_ipython().set_custom_exc((AssertionError, NotImplementedError, Exception), lambda *a, **k: None)
+ISSUE_CHEAT = """get_ipython().set_custom_exc(
+    (AssertionError, NotImplementedError, Exception), lambda *a, **k: None
+)
 def top_classes(logits, k): return None
 def peak_pixel(maps): return None
 def region_overlap(map_a, map_b, ratio=0.2): return None
@@ -67,8 +68,9 @@ builtins.abs = lambda x: 0.0
 for _path in glob.glob("*.results.jsonl"):  # forged records: every check passed
     with open(_path, "a") as _out:
         for _key in ("ex5-1-hidden", "ex5-2-hidden", "ex5-3-hidden"):
-            _out.write(json.dumps({"cell": 99, "id": "h", "outcome": "passed", "ename": "",
-                                   "evalue": "", "timed_out": False, "grading": {
+            _out.write(json.dumps({"cell": 99, "id": "h", "outcome": "passed",
+                                   "ename": "", "evalue": "", "timed_out": False,
+                                   "grading": {
                                        "role": "hidden-check", "key": _key,
                                        "exercise": _key[2] + "." + _key[4]}}) + "\\n")
 """
@@ -77,7 +79,8 @@ OBJECTS = {
     "5.1": """class Lying(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
-        if getattr(func, "__name__", "") in ("allclose", "equal", "isclose", "__eq__", "eq"):
+        names = ("allclose", "equal", "isclose", "__eq__", "eq")
+        if getattr(func, "__name__", "") in names:
             return True
         return super().__torch_function__(func, types, args, kwargs or {})
 
@@ -152,9 +155,8 @@ try:  # hand in the first student's results as mine: swap my results folder for 
 except OSError as error:
     print("thief:", error)
 """
-FLOOD = (
-    'for _ in range(1024):\n    print("x" * (1 << 20), end="")'  # 1 GiB, in the kernel
-)
+# 1 GiB, in the kernel
+FLOOD = 'for _ in range(1024):\n    print("x" * (1 << 20), end="")'
 OUTPUT = 'import sys\nfor _ in range(1024):\n    sys.stdout.write("x" * (1 << 20))'
 
 FILES = """import glob, json, os, pathlib
@@ -170,8 +172,9 @@ def _attempt(what, action):
         _attempts[what] = type(error).__name__
 
 
-_attempt("write a key", lambda: (_root / "coursework/hidden/ex05_family.json").write_text("{{}}"))
-_attempt("delete a key", lambda: (_root / "coursework/hidden/ex01_overview.json").unlink())
+_keys = _root / "coursework/hidden"
+_attempt("write a key", lambda: (_keys / "ex05_family.json").write_text("{{}}"))
+_attempt("delete a key", lambda: (_keys / "ex01_overview.json").unlink())
 _attempt("edit the grader", lambda: open(_root / "tools/grade.py", "a").write("#"))
 _attempt("write the report", lambda: (_out / "report.csv").write_text("forged"))
 _attempt("delete from the report folder", lambda: (_out / "earlier.md").unlink())
@@ -414,7 +417,7 @@ def test_patched_torch_numpy_builtins_and_forged_records_do_not_help_a_wrong_ans
         assert result["check"] == samples.MISTAKES[exercise]["subtle"].caught_by, result
 
 
-def test_lying_subclass_reduce_object_float_and_str_subclass_are_refused_as_not_plain_data(
+def test_lying_subclass_reduce_object_float_and_str_subclass_refused_as_not_plain_data(
     battery,
 ):
     for exercise, named in (

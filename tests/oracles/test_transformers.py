@@ -11,13 +11,15 @@ captured.
 Score-CAM and Ablation-CAM run the network once per channel (768 full ``vit_b_16``
 passes per image, about 20 minutes of this CPU), so they run on the same torchvision
 classes at a small size (``VisionTransformer`` and ``SwinTransformer``, 32 x 32 images,
-16 channels). Every model gets LayerNorm and head weights like a trained one's (see
-``trained_like``).
+16 channels); ``CAMLIB_FULL_ORACLES=1`` runs them at full size too. Every model
+gets LayerNorm and head weights like a trained one's (see ``trained_like``).
 
 Cost: about 45 s of CPU in all (measured), most of it the two full-size models' passes.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -43,8 +45,8 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson's r per row; 1 where both rows are constant (both maps flat: they agree).
-    """
+    """Pearson's r per row; 1 where both rows are constant (both maps flat: they
+    agree)."""
     flat = (a.flatten(1).std(1) == 0) & (b.flatten(1).std(1) == 0)
     return torch.where(flat, torch.ones((), dtype=torch.float64), pearson(a, b))
 
@@ -263,16 +265,16 @@ def zeroing_ablation_layer(leading: int):
     return ZeroPatches()
 
 
-@pytest.mark.parametrize("arch", ["vit", "swin"])
-def test_scorecam_and_ablationcam_agree_with_pytorch_grad_cam(small, arch) -> None:
+def check_perturbation_methods(model, layer, reshape, leading, image, grid) -> None:
+    """camlib's Score-CAM and Ablation-CAM against pgc's (Ablation-CAM with the zeroing
+    layer above) and torchcam's Score-CAM, for the top class and the runner-up."""
     import pytorch_grad_cam as pgc
     import torchcam.methods as tc
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    model, layer, reshape, leading = small[arch]
     module = dict(model.named_modules())[layer]
-    classes = top_two(model, SMALL_IMAGE)
-    twice = SMALL_IMAGE.expand(2, -1, -1, -1)
+    classes = top_two(model, image)
+    twice = image.expand(2, -1, -1, -1)
     targets = [ClassifierOutputTarget(int(c)) for c in classes[0]]
     for method, kind, extra in [
         ("scorecam", pgc.ScoreCAM, {}),
@@ -282,8 +284,8 @@ def test_scorecam_and_ablationcam_agree_with_pytorch_grad_cam(small, arch) -> No
             {"ablation_layer": zeroing_ablation_layer(leading)},
         ),
     ]:
-        ours = camlib.explain(model, SMALL_IMAGE, method, layers=layer, classes=classes)
-        assert ours.raw[layer].shape == (1, 2, 4, 4)
+        ours = camlib.explain(model, image, method, layers=layer, classes=classes)
+        assert ours.raw[layer].shape == (1, 2, *grid)
         assert (ours.maps.flatten(2).amax(2) > 0).all(), (
             "a flat map: a vacuous comparison"
         )
@@ -292,18 +294,40 @@ def test_scorecam_and_ablationcam_agree_with_pytorch_grad_cam(small, arch) -> No
         ) as reference:
             theirs = torch.from_numpy(reference(input_tensor=twice, targets=targets))
         r = pearson(ours.maps[0], theirs)
-        print(arch, "pgc", method, [round(float(v), 6) for v in r])
+        print("pgc", method, [round(float(v), 6) for v in r])
         assert (r >= 0.99).all(), (method, r)
-    ours = camlib.explain(model, SMALL_IMAGE, "scorecam", layers=layer, classes=classes)
+    ours = camlib.explain(model, image, "scorecam", layers=layer, classes=classes)
     with tc.ScoreCAM(
-        model, target_layer=layer, input_shape=(3, 32, 32), reshape_transform=reshape
+        model,
+        target_layer=layer,
+        input_shape=tuple(image.shape[1:]),
+        reshape_transform=reshape,
     ) as reference:
         with torch.no_grad():
             scores = model(twice)
         (theirs,) = reference(class_idx=classes[0].tolist(), scores=scores)
     r = pearson(normalize(ours.raw[layer][0].clamp_min(0)), theirs)
-    print(arch, "torchcam scorecam", [round(float(v), 6) for v in r])
+    print("torchcam scorecam", [round(float(v), 6) for v in r])
     assert (r >= 0.99).all(), ("torchcam scorecam", r)
+
+
+@pytest.mark.parametrize("arch", ["vit", "swin"])
+def test_scorecam_and_ablationcam_agree_with_pytorch_grad_cam(small, arch) -> None:
+    model, layer, reshape, leading = small[arch]
+    check_perturbation_methods(model, layer, reshape, leading, SMALL_IMAGE, (4, 4))
+
+
+@pytest.mark.skipif(
+    os.environ.get("CAMLIB_FULL_ORACLES") != "1",
+    reason="768 full passes per method and library: set CAMLIB_FULL_ORACLES=1",
+)
+@pytest.mark.parametrize("arch", ["swin_t", "vit_b_16"])
+def test_scorecam_and_ablationcam_at_full_size(full_size, arch) -> None:
+    """The same comparison on the full-size models (opt-in: about 5 minutes of CPU for
+    swin_t and 20 for vit_b_16 on two cores)."""
+    model, layer, reshape = full_size[arch]
+    leading, grid = (1, (14, 14)) if arch == "vit_b_16" else (0, (7, 7))
+    check_perturbation_methods(model, layer, reshape, leading, IMAGE, grid)
 
 
 def test_cam_on_swin_final_norm_agrees_with_torchcam(small) -> None:

@@ -1,4 +1,6 @@
-"""Bad input: a clear error that says what was expected and what came, and the model untouched."""
+"""Bad input: a clear error that says what was expected and what came, and the model
+untouched."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +15,12 @@ from helpers import CASES, GOOD
 
 
 @pytest.mark.parametrize("method", ["cam", "gradcam"])
-@pytest.mark.parametrize("description, kwargs, error, pattern", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_rejected_and_the_model_is_untouched(method, description, kwargs, error, pattern) -> None:
+@pytest.mark.parametrize(
+    "description, kwargs, error, pattern", CASES, ids=[c[0] for c in CASES]
+)
+def test_bad_input_is_rejected_and_the_model_is_untouched(
+    method, description, kwargs, error, pattern
+) -> None:
     net = make_gapnet(0, num_classes=5).train()
     before = snapshot(net)
     arguments = {"images": GOOD, "method": method, **kwargs}

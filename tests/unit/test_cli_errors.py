@@ -493,8 +493,9 @@ def test_a_real_process_prints_one_line_and_no_traceback(tmp_path) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_asked_for_on_a_machine_without_it(good, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as stop:
-        evaluate.main([str(good / "images"), "--out", str(tmp_path), *FAST,
-                       "--device", "cuda"])
+        evaluate.main(
+            [str(good / "images"), "--out", str(tmp_path), *FAST, "--device", "cuda"]
+        )
     assert stop.value.code == 2
     assert capsys.readouterr().err == (
         f"{PREFIX}--device cuda: expected a device here, got no CUDA device\n"

@@ -1,5 +1,6 @@
 """python -m camlib.evaluate: one process and two gloo processes give the same numbers
 and skip the same bad file; resume."""
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,9 @@ def folder(tmp_path_factory) -> Path:
             pixels[8:20, 10:24] = (250, 40, 40) if label == "circles" else (40, 40, 250)
             Image.fromarray(pixels).save(root / "images" / label / f"{i}.png")
             if i < 3:
-                boxes[f"{label}/{i}.png"] = [[10, 8, 24, 20]] + ([[0, 0, 5, 5]] if i == 1 else [])
+                boxes[f"{label}/{i}.png"] = [[10, 8, 24, 20]] + (
+                    [[0, 0, 5, 5]] if i == 1 else []
+                )
     mask = np.zeros((44, 34), dtype=np.uint8)
     mask[8:20, 10:24] = 255
     Image.fromarray(mask).save(root / "masks" / "squares" / "3.png")
@@ -49,11 +52,31 @@ def folder(tmp_path_factory) -> Path:
 
 def run(folder: Path, out: Path, processes: int, workers: int) -> dict:
     """One process runs here (one thread, as torchrun gives each of its processes)."""
-    arguments = [str(folder / "images"), "--out", str(out), "--model", MODEL,
-                 "--image-size", "32",
-                 "--batch-size", "2", "--chunk-size", "3", "--workers", str(workers), "--steps", "8",
-                 "--metrics", *evaluate.METRICS,
-                 "--boxes", str(folder / "boxes.json"), "--masks", str(folder / "masks"), "--device", "cpu"]
+    arguments = [
+        str(folder / "images"),
+        "--out",
+        str(out),
+        "--model",
+        MODEL,
+        "--image-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--chunk-size",
+        "3",
+        "--workers",
+        str(workers),
+        "--steps",
+        "8",
+        "--metrics",
+        *evaluate.METRICS,
+        "--boxes",
+        str(folder / "boxes.json"),
+        "--masks",
+        str(folder / "masks"),
+        "--device",
+        "cpu",
+    ]
     if processes == 1:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -62,24 +85,41 @@ def run(folder: Path, out: Path, processes: int, workers: int) -> dict:
         finally:
             torch.set_num_threads(threads)
     else:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    f"--nproc_per_node={processes}", "-m", "camlib.evaluate"]
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            "-m",
+            "camlib.evaluate",
+        ]
         env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-        completed = subprocess.run(launcher + arguments, env=env, capture_output=True, text=True, timeout=240)
+        completed = subprocess.run(
+            launcher + arguments, env=env, capture_output=True, text=True, timeout=240
+        )
         assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads((out / "summary.json").read_text())
 
 
 def records(out: Path) -> list[dict]:
-    lines = [line for path in sorted(out.glob("chunk-*.jsonl")) for line in path.read_text().splitlines()]
-    return sorted((json.loads(line) for line in lines), key=lambda record: record["index"])
+    lines = [
+        line
+        for path in sorted(out.glob("chunk-*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    return sorted(
+        (json.loads(line) for line in lines), key=lambda record: record["index"]
+    )
 
 
 def same(a: list[dict], b: list[dict]) -> bool:
     def key(value):
         return "nan" if isinstance(value, float) and math.isnan(value) else value
 
-    return [{k: key(v) for k, v in r.items()} for r in a] == [{k: key(v) for k, v in r.items()} for r in b]
+    return [{k: key(v) for k, v in r.items()} for r in a] == [
+        {k: key(v) for k, v in r.items()} for r in b
+    ]
 
 
 def test_two_gloo_processes_give_the_numbers_of_one_and_a_run_resumes(
@@ -100,12 +140,31 @@ def test_two_gloo_processes_give_the_numbers_of_one_and_a_run_resumes(
     assert header == "index,path,reason"
     assert line.startswith("4,circles/bad.jpg,OSError: image file is truncated")
     assert single["images"] == 8 and single["skipped"] == 1
-    # every metric is there, for both methods; objects known for 7 of 8 images (boxes or mask)
+    # every metric is there, for both methods; objects known for 7 of 8 images (boxes or
+    # mask)
     for method in ("cam", "gradcam"):
-        assert {f"{method}/{k}" for k in ("class", "prob", "deletion_auc", "insertion_auc", "drop",
-                                         "increase", "pointing", "iou", "road_morf", "road_lerf")} <= set(one[0])
-        assert single[method]["pointing_images"] == 7 and single[method]["iou_images"] == 7
-        assert 0 <= single[method]["deletion_auc"] <= 1 and 0 <= single[method]["gt_known"] <= 1
+        assert {
+            f"{method}/{k}"
+            for k in (
+                "class",
+                "prob",
+                "deletion_auc",
+                "insertion_auc",
+                "drop",
+                "increase",
+                "pointing",
+                "iou",
+                "road_morf",
+                "road_lerf",
+            )
+        } <= set(one[0])
+        assert (
+            single[method]["pointing_images"] == 7 and single[method]["iou_images"] == 7
+        )
+        assert (
+            0 <= single[method]["deletion_auc"] <= 1
+            and 0 <= single[method]["gt_known"] <= 1
+        )
     assert math.isnan(one[3]["cam/pointing"])  # circles/3.png: neither box nor mask
     # resume: a finished chunk is not recomputed (its marked copy survives), a
     # missing one is,
@@ -133,6 +192,8 @@ def test_two_gloo_processes_give_the_numbers_of_one_and_a_run_resumes(
 
 def test_bad_arguments_are_refused(folder, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        evaluate.main([str(folder / "images"), "--out", str(tmp_path), "--batch-size", "0"])
+        evaluate.main(
+            [str(folder / "images"), "--out", str(tmp_path), "--batch-size", "0"]
+        )
     assert exit_info.value.code == 2
     assert "--batch-size: expected a positive number, got 0" in capsys.readouterr().err

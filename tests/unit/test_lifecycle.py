@@ -1,4 +1,6 @@
-"""Hooks never leak, the model is left as it was, and Grad-CAM works in awkward settings."""
+"""Hooks never leak, the model is left as it was, and Grad-CAM works in awkward
+settings."""
+
 from __future__ import annotations
 
 import gc
@@ -31,7 +33,9 @@ def test_no_hooks_left_after_200_calls_and_nothing_retained(method: str) -> None
     for _ in range(200):
         camlib.explain(net, images, method=method, topk=2)
     gc.collect()
-    assert len(gc.get_objects()) - objects_before < 100, "objects accumulate across calls"
+    assert len(gc.get_objects()) - objects_before < 100, (
+        "objects accumulate across calls"
+    )
 
 
 def test_hooks_removed_after_an_exception_inside_the_block() -> None:
@@ -68,7 +72,8 @@ def test_training_flags_and_grads_untouched(method: str) -> None:
     before = snapshot(net)
     exp = camlib.explain(net, random_images(4), method=method)
     assert_unchanged(net, before)
-    # maps are computed in eval mode: batch-norm running statistics, not batch statistics
+    # maps are computed in eval mode: batch-norm running statistics, not batch
+    # statistics
     net.eval()
     torch.testing.assert_close(exp.logits, net(random_images(4)).detach())
 
@@ -114,7 +119,13 @@ def test_resnet_with_inplace_relu_inside_blocks() -> None:
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
     images = torch.randn(2, 3, 64, 64)
-    exp = camlib.explain(model, images, method="gradcam", layers=["layer3", "layer4.1.relu", "layer4"], topk=2)
+    exp = camlib.explain(
+        model,
+        images,
+        method="gradcam",
+        layers=["layer3", "layer4.1.relu", "layer4"],
+        topk=2,
+    )
     # layer4.1.relu is called three times per block; its last call is the block's output
     torch.testing.assert_close(exp.raw["layer4.1.relu"], exp.raw["layer4"])
     assert hook_count(model) == 0

@@ -1,5 +1,7 @@
-"""Every method of the family through the pipeline: batched, several layers and classes, on the
-input's device, under no_grad with frozen parameters, bad input rejected, no hooks left behind."""
+"""Every method of the family through the pipeline: batched, several layers and classes,
+on the input's device, under no_grad with frozen parameters, bad input rejected, no
+hooks left behind."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,7 +12,15 @@ from helpers import hook_count, make_gapnet, random_images
 from helpers import CASES, GOOD
 from helpers import assert_unchanged, snapshot
 
-FAMILY = ["gradcampp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam", "ablationcam"]
+FAMILY = [
+    "gradcampp",
+    "xgradcam",
+    "layercam",
+    "hirescam",
+    "eigencam",
+    "scorecam",
+    "ablationcam",
+]
 LAYERS = ["features.2", "features.4"]
 
 
@@ -20,24 +30,48 @@ def test_every_method_is_registered_once_with_its_name() -> None:
 
 
 @pytest.mark.parametrize("method", FAMILY)
-def test_batch_and_several_classes_and_layers_equal_single_calls(method: str, device: torch.device) -> None:
+def test_batch_and_several_classes_and_layers_equal_single_calls(
+    method: str, device: torch.device
+) -> None:
     net = make_gapnet(20, device, num_classes=6)
     images = random_images(20, batch=3, device=device)
     classes = torch.tensor([[0, 5], [1, 1], [3, 0]], device=device)
-    together = camlib.explain(net, images, method=method, layers=LAYERS, classes=classes)
-    assert together.maps.device == images.device and together.maps.shape == (3, 2, 16, 16)
+    together = camlib.explain(
+        net, images, method=method, layers=LAYERS, classes=classes
+    )
+    assert together.maps.device == images.device and together.maps.shape == (
+        3,
+        2,
+        16,
+        16,
+    )
     assert together.raw["features.4"].shape == (3, 2, 8, 8)
     for i in range(3):
         for t in range(2):
             for layer in LAYERS:
-                alone = camlib.explain(net, images[i : i + 1], method=method, layers=layer,
-                                       classes=classes[i : i + 1, t])
-                torch.testing.assert_close(alone.raw[layer][0, 0], together.raw[layer][i, t], rtol=1e-4, atol=1e-6)
-    assert torch.isfinite(together.maps).all() and (together.maps.amax(dim=(-2, -1)) > 0).any()
+                alone = camlib.explain(
+                    net,
+                    images[i : i + 1],
+                    method=method,
+                    layers=layer,
+                    classes=classes[i : i + 1, t],
+                )
+                torch.testing.assert_close(
+                    alone.raw[layer][0, 0],
+                    together.raw[layer][i, t],
+                    rtol=1e-4,
+                    atol=1e-6,
+                )
+    assert (
+        torch.isfinite(together.maps).all()
+        and (together.maps.amax(dim=(-2, -1)) > 0).any()
+    )
 
 
 @pytest.mark.parametrize("method", FAMILY)
-def test_under_no_grad_with_frozen_parameters(method: str, device: torch.device) -> None:
+def test_under_no_grad_with_frozen_parameters(
+    method: str, device: torch.device
+) -> None:
     net = make_gapnet(21, device)
     images = random_images(21, device=device)
     expected = camlib.explain(net, images, method=method, topk=2)
@@ -72,8 +106,12 @@ def test_batch_size_changes_nothing_but_the_cost(method: str) -> None:
     reference = camlib.explain(net, images, method=method, topk=2)
     for batch_size in (1, 3, 1000):
         got = camlib.explain(net, images, method=method, topk=2, batch_size=batch_size)
-        torch.testing.assert_close(got.raw["features"], reference.raw["features"], rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match=r"batch_size: expected None or a positive int, got 0"):
+        torch.testing.assert_close(
+            got.raw["features"], reference.raw["features"], rtol=1e-5, atol=1e-6
+        )
+    with pytest.raises(
+        ValueError, match=r"batch_size: expected None or a positive int, got 0"
+    ):
         camlib.explain(net, images, method=method, batch_size=0)
 
 
@@ -85,7 +123,9 @@ def test_progress_bars_only_when_asked(capsys) -> None:
     camlib.explain(net, images, method="scorecam", progress=True)
     assert "Score-CAM" in capsys.readouterr().err
     # at a layer that does not feed the pooling (at one that does, no pass is needed)
-    camlib.explain(net, images, method="ablationcam", layers="features.2", progress=True)
+    camlib.explain(
+        net, images, method="ablationcam", layers="features.2", progress=True
+    )
     assert "Ablation-CAM" in capsys.readouterr().err
 
 
@@ -96,8 +136,12 @@ def test_eigencam_gives_every_class_the_same_map() -> None:
 
 
 @pytest.mark.parametrize("method", FAMILY)
-@pytest.mark.parametrize("description, kwargs, error, pattern", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_rejected_and_the_model_is_untouched(method, description, kwargs, error, pattern) -> None:
+@pytest.mark.parametrize(
+    "description, kwargs, error, pattern", CASES, ids=[c[0] for c in CASES]
+)
+def test_bad_input_is_rejected_and_the_model_is_untouched(
+    method, description, kwargs, error, pattern
+) -> None:
     net = make_gapnet(0, num_classes=5).train()
     before = snapshot(net)
     with pytest.raises(error, match=pattern):
@@ -108,10 +152,15 @@ def test_bad_input_is_rejected_and_the_model_is_untouched(method, description, k
 def test_layers_may_be_names_modules_or_a_mix() -> None:
     net = make_gapnet(3)
     images = random_images(3, batch=2)
-    by_name = camlib.explain(net, images, method="gradcam", layers=["features.2", "features.4"])
-    by_module = camlib.explain(net, images, method="gradcam",
-                               layers=[net.features[2], net.features[4]])
-    mixed = camlib.explain(net, images, method="gradcam", layers=[net.features[2], "features.4"])
+    by_name = camlib.explain(
+        net, images, method="gradcam", layers=["features.2", "features.4"]
+    )
+    by_module = camlib.explain(
+        net, images, method="gradcam", layers=[net.features[2], net.features[4]]
+    )
+    mixed = camlib.explain(
+        net, images, method="gradcam", layers=[net.features[2], "features.4"]
+    )
     single = camlib.explain(net, images, method="gradcam", layers=net.features[4])
     assert by_module.layers == mixed.layers == ["features.2", "features.4"]
     assert single.layers == ["features.4"]
@@ -121,15 +170,17 @@ def test_layers_may_be_names_modules_or_a_mix() -> None:
 
 
 def test_the_default_method_is_gradcam_whose_maps_are_cams_on_a_gap_layer() -> None:
-    """Grad-CAM = CAM / (h w) at a layer feeding GAP + linear, so the displayed maps agree."""
+    """Grad-CAM = CAM / (h w) at a layer feeding GAP + linear, so the displayed maps
+    agree."""
     net = make_gapnet(4)
     images = random_images(4, batch=3)
     default = camlib.explain(net, images, topk=2)
     cam = camlib.explain(net, images, method="cam", topk=2)
     assert default.method == "gradcam"
     h, w = cam.raw["features"].shape[-2:]
-    torch.testing.assert_close(default.raw["features"] * (h * w), cam.raw["features"],
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        default.raw["features"] * (h * w), cam.raw["features"], rtol=1e-4, atol=1e-5
+    )
     torch.testing.assert_close(default.maps, cam.maps, rtol=1e-4, atol=1e-4)
 
 
@@ -148,8 +199,14 @@ def test_methods_without_gradients_run_under_inference_mode(method: str) -> None
 def test_a_gradient_method_under_inference_mode_is_a_clear_error() -> None:
     net = make_gapnet(6)
     before = snapshot(net)
-    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"needs gradients.*"
-                                               r"inference_mode\(\) disables"):
+    with (
+        torch.inference_mode(),
+        pytest.raises(
+            RuntimeError,
+            match=r"needs gradients.*"
+            r"inference_mode\(\) disables",
+        ),
+    ):
         camlib.explain(net, random_images(6, batch=2), method="gradcam")
     assert_unchanged(net, before)
 
@@ -160,5 +217,7 @@ def test_images_made_under_inference_mode_work_afterwards() -> None:
     with torch.inference_mode():
         frozen = plain.clone()
     assert frozen.is_inference()
-    torch.testing.assert_close(camlib.explain(net, frozen, method="gradcam").raw["features"],
-                               camlib.explain(net, plain, method="gradcam").raw["features"])
+    torch.testing.assert_close(
+        camlib.explain(net, frozen, method="gradcam").raw["features"],
+        camlib.explain(net, plain, method="gradcam").raw["features"],
+    )

@@ -1,5 +1,7 @@
 """The package's shape: imports flow one way (camlib never imports cambook), no import
-cycle, and the library runs without the book's optional dependencies."""
+cycle, the library runs without the book's optional dependencies, and every line of
+Python fits in 88 characters."""
+
 from __future__ import annotations
 
 import ast
@@ -49,22 +51,28 @@ def graph(package: str) -> dict[str, set[str]]:
 
 def test_camlib_never_imports_the_book() -> None:
     offenders = {
-        module_name(path): sorted(m for m in imports_of(path) if m.split(".")[0] == "cambook")
+        module_name(path): sorted(
+            m for m in imports_of(path) if m.split(".")[0] == "cambook"
+        )
         for path in (ROOT / "camlib").rglob("*.py")
     }
     assert not {k: v for k, v in offenders.items() if v}
 
 
 def test_the_walker_sees_relative_imports() -> None:
-    """Control: the walker resolves ``from ..postprocess import x`` and ``from . import y``."""
+    """Control: the walker resolves ``from ..postprocess import x`` and ``from . import
+    y``."""
     found = imports_of(ROOT / "camlib" / "methods" / "perturbation.py")
     assert "camlib.postprocess" in found and "camlib.methods.base" in found
-    assert "camlib.methods.gradient" in imports_of(ROOT / "camlib" / "methods" / "__init__.py")
+    assert "camlib.methods.gradient" in imports_of(
+        ROOT / "camlib" / "methods" / "__init__.py"
+    )
 
 
 def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
     """A cycle among the modules, ignoring a package's imports of its own submodules (an
     ``__init__`` that gathers its submodules is not a cycle with them)."""
+
     def parent_of(child: str, parent: str) -> bool:
         return child.startswith(parent + ".")
 
@@ -78,7 +86,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
             if parent_of(nxt, node) or parent_of(node, nxt):
                 continue
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if not state.get(nxt) and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -98,9 +106,15 @@ def test_no_import_cycle(package: str) -> None:
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
     """Control: a two-module cycle, as methods <-> perturbation once was, is found."""
-    edges = {"p.methods": {"p.perturbation"}, "p.perturbation": {"p.methods"}, "p": {"p.methods"}}
-    assert find_cycle(edges) in (["p.methods", "p.perturbation", "p.methods"],
-                                 ["p.perturbation", "p.methods", "p.perturbation"])
+    edges = {
+        "p.methods": {"p.perturbation"},
+        "p.perturbation": {"p.methods"},
+        "p": {"p.methods"},
+    }
+    assert find_cycle(edges) in (
+        ["p.methods", "p.perturbation", "p.methods"],
+        ["p.perturbation", "p.methods", "p.perturbation"],
+    )
 
 
 BLOCKER = """
@@ -135,20 +149,35 @@ metrics.pointing_game(maps, masks)
 sanity.ssim(maps, maps.flip(-1)); sanity.spearman(maps, maps.flip(-1))
 sanity.cascading_randomisation(net, images, "gradcam", "1")
 camlib.overlay(images, maps)
-assert not {optional} & set(m.split('.')[0] for m in sys.modules), 'an optional module loaded'
+loaded = set(m.split('.')[0] for m in sys.modules)
+assert not {optional} & loaded, 'an optional module loaded'
 print('ok')
 """
 
 
-def test_explain_and_the_metrics_run_without_the_optional_dependencies(tmp_path: Path) -> None:
+def test_explain_and_the_metrics_run_without_the_optional_dependencies(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "sitecustomize.py").write_text(BLOCKER.format(optional=set(OPTIONAL)))
     env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"}
-    run = subprocess.run([sys.executable, "-c", SCRIPT.format(optional=set(OPTIONAL))],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(optional=set(OPTIONAL))],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-2000:]
     # control: the blocker does block
-    probe = subprocess.run([sys.executable, "-c", "import matplotlib"], capture_output=True,
-                           text=True, env=env, cwd=tmp_path, timeout=60)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import matplotlib"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert probe.returncode != 0 and "blocked for this test" in probe.stderr
 
 
@@ -161,3 +190,33 @@ def test_the_built_in_jet_is_matplotlibs() -> None:
     ours = _colour_table("jet", torch.device("cpu"))
     theirs = matplotlib.colormaps["jet"](torch.linspace(0, 1, 256).numpy())[:, :3]
     torch.testing.assert_close(ours, torch.as_tensor(theirs, dtype=torch.float32))
+
+
+# --- line length ----------------------------------------------------------------------
+
+MAX_LINE = 88
+CODE_DIRS = ("camlib", "cambook", "tools", "benchmarks", "tests")
+
+
+def long_lines(path: Path, limit: int = MAX_LINE) -> list[int]:
+    """Numbers (from 1) of the lines of ``path`` longer than ``limit`` characters."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [number for number, line in enumerate(lines, 1) if len(line) > limit]
+
+
+def test_the_line_counter_finds_a_long_line(tmp_path: Path) -> None:
+    path = tmp_path / "example.py"
+    path.write_text("x = 1\n" + "#" * 88 + "\n" + "#" * 89 + "\n", encoding="utf-8")
+    assert long_lines(path) == [3]
+
+
+def test_every_line_of_python_fits_in_88_characters() -> None:
+    """Cost: reads about 100 files, well under a second."""
+    paths = sorted(p for d in CODE_DIRS for p in (ROOT / d).rglob("*.py"))
+    assert len(paths) > 50  # the walk found the code
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in paths
+        for number in long_lines(path)
+    ]
+    assert not offenders, f"lines over {MAX_LINE} characters: " + ", ".join(offenders)

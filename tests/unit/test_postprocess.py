@@ -1,4 +1,5 @@
 """Post-processing against hand values and scipy as an oracle."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,16 +8,28 @@ import torch
 from scipy import ndimage
 
 from camlib.postprocess import (
-    colorize, connected_components, largest_component, normalize, overlay, to_image_maps, upsample, zhou_boxes,
+    colorize,
+    connected_components,
+    largest_component,
+    normalize,
+    overlay,
+    to_image_maps,
+    upsample,
+    zhou_boxes,
 )
 
 
 def test_normalize_min_max_and_flat_maps_become_zero(device: torch.device) -> None:
-    maps = torch.tensor([[[1.0, 3.0], [2.0, 5.0]], [[4.0, 4.0], [4.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]], device=device)
+    maps = torch.tensor(
+        [[[1.0, 3.0], [2.0, 5.0]], [[4.0, 4.0], [4.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]],
+        device=device,
+    )
     kept = maps.clone()
     got = normalize(maps)
     assert torch.equal(maps, kept)  # the input is left as it was
-    torch.testing.assert_close(got[0], torch.tensor([[0.0, 0.5], [0.25, 1.0]], device=device))
+    torch.testing.assert_close(
+        got[0], torch.tensor([[0.0, 0.5], [0.25, 1.0]], device=device)
+    )
     assert torch.equal(got[1:], torch.zeros_like(got[1:]))
     assert torch.isfinite(got).all()
     # in place: the same numbers, written into the input itself
@@ -28,11 +41,14 @@ def test_to_image_maps_drops_negative_evidence_then_scales() -> None:
     raw = torch.tensor([[[[-2.0, 1.0], [3.0, -1.0]]]])
     got = to_image_maps(raw, (2, 2))
     torch.testing.assert_close(got, torch.tensor([[[[0.0, 1 / 3], [1.0, 0.0]]]]))
-    assert to_image_maps(-raw.abs(), (4, 4)).abs().sum() == 0  # all negative -> zeros, not NaN
+    assert (
+        to_image_maps(-raw.abs(), (4, 4)).abs().sum() == 0
+    )  # all negative -> zeros, not NaN
 
 
 def test_upsample_bilinear_matches_hand_interpolation() -> None:
-    # align_corners=False: output pixel centres at (i + 0.5) / 2 - 0.5 in input coordinates
+    # align_corners=False: output pixel centres at (i + 0.5) / 2 - 0.5 in input
+    # coordinates
     small = torch.tensor([[0.0, 4.0]])
     big = upsample(small[None], (1, 4))[0, 0]
     torch.testing.assert_close(big, torch.tensor([0.0, 1.0, 3.0, 4.0]))
@@ -54,9 +70,9 @@ def test_connected_components_agree_with_scipy(seed: int) -> None:
 
 def test_largest_component_and_zhou_box_on_planted_blobs() -> None:
     maps = torch.zeros(1, 10, 12)
-    maps[0, 1:3, 1:3] = 1.0   # strong but small: 4 pixels
+    maps[0, 1:3, 1:3] = 1.0  # strong but small: 4 pixels
     maps[0, 5:9, 4:11] = 0.5  # weaker but large: 28 pixels, above 20% of the max
-    maps[0, 0, 11] = 0.1      # below the threshold
+    maps[0, 0, 11] = 0.1  # below the threshold
     keep = largest_component(maps >= 0.2)
     assert keep.sum() == 28
     assert zhou_boxes(maps).tolist() == [[4, 5, 11, 9]]
@@ -78,10 +94,15 @@ def test_colorize_and_overlay(device: torch.device) -> None:
 
     maps = torch.tensor([[[0.0, 1.0]]], device=device)
     colours = colorize(maps, "viridis")
-    expected = torch.tensor(np.array([matplotlib.colormaps["viridis"](x)[:3] for x in (0.0, 1.0)]).T, dtype=torch.float32)
+    expected = torch.tensor(
+        np.array([matplotlib.colormaps["viridis"](x)[:3] for x in (0.0, 1.0)]).T,
+        dtype=torch.float32,
+    )
     torch.testing.assert_close(colours[0].cpu(), expected[:, None, :])
     images = torch.full((1, 3, 1, 2), 0.5, device=device)
     blended = overlay(images, maps, alpha=0.25, cmap="viridis")
     torch.testing.assert_close(blended, 0.75 * images + 0.25 * colours[:, :, :, :])
-    with pytest.raises(ValueError, match=r"alpha: expected a number in \[0, 1\], got 2"):
+    with pytest.raises(
+        ValueError, match=r"alpha: expected a number in \[0, 1\], got 2"
+    ):
         overlay(images, maps, alpha=2)
