@@ -141,8 +141,9 @@ class ActivationRecorder:
     The recorded value is the layer's output as it was returned, even if the network
     later changes that tensor in place. With ``track_gradients``, the first recorded
     layer becomes the start of the autograd graph (a detached leaf) and grad mode is
-    switched on from there: the backbone below runs without a graph, so gradient methods
-    cost little more memory than a plain forward.
+    switched on from there: the backbone below runs without a graph, and the parameters'
+    ``requires_grad`` is off during the pass (restored after it), so the graph above the
+    layer keeps only what the gradients with respect to the layers need.
     """
 
     def __init__(self, model: nn.Module, layer_names: Sequence[str]) -> None:
@@ -201,11 +202,20 @@ class ActivationRecorder:
         self.outputs = {}
         self.calls = {}
         self.track_gradients = track_gradients
+        # Only gradients with respect to the layers are wanted: with the parameters'
+        # requires_grad off for the pass, autograd does not save the inputs it would
+        # need for the weights' gradients (a linear layer's input, for one).
+        frozen = [p for p in self.model.parameters() if p.requires_grad]
+        frozen = frozen if track_gradients else []
         self.armed = True
         torch.set_grad_enabled(False)
         try:
+            for parameter in frozen:
+                parameter.requires_grad_(False)
             yield self.outputs
         finally:
+            for parameter in frozen:
+                parameter.requires_grad_(True)
             self.armed = False
             self.outputs = {}
             torch.set_grad_enabled(grad_was_enabled)
