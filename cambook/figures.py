@@ -256,7 +256,7 @@ def plot_threshold_curve(runs: Sequence[dict], zhou_ratio: float = 0.2) -> Figur
         )
     ax.axvline(zhou_ratio, color="grey", ls=":", lw=1)
     ax.text(zhou_ratio + 0.01, 5, "Zhou et al.'s 0.2", fontsize=8, color="grey")
-    ax.set_xlabel("threshold (fraction of the map's range, min to max)")
+    ax.set_xlabel(r"threshold $\tau$ (fraction of the displayed map's maximum)")
     ax.set_ylabel("%")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8, loc="upper left")

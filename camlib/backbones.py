@@ -64,7 +64,7 @@ def default_layer(model: nn.Module) -> str:
     raise ValueError(
         f"default_layer knows torchvision's {', '.join(_FAMILIES)}; for a "
         f"{type(model).__name__}, pass layers=..., e.g. one of {candidates(model)} (a "
-        "layer whose output is a map [B, K, h, w], [B, h, w, K] or tokens [B, N, K])"
+        "layer whose output is a map [B, K, h, w], [B, h, w, K] or tokens [B, L, K])"
     )
 
 

@@ -58,9 +58,7 @@ def resolve_layers(
                 f"{type(entry).__name__}"
             )
         if entry not in modules or entry == "":
-            near = difflib.get_close_matches(
-                entry, [n for n in modules if n], n=5, cutoff=0.5
-            )
+            near = _near_names(entry, [n for n in modules if n])
             hint = f"; did you mean one of {near}?" if near else ""
             raise ValueError(f"layers: the model has no module named {entry!r}{hint}")
         names.append(entry)
@@ -69,13 +67,31 @@ def resolve_layers(
     return names
 
 
+def _near_names(
+    name: str, known: list[str], n: int = 5, cutoff: float = 0.5
+) -> list[str]:
+    """The ``n`` known names most like ``name`` by spelling (difflib's ratio, at least
+    ``cutoff``), best first, plus every name tied with the last one kept: a cut inside a
+    tie would drop a name exactly as near as one shown."""
+    scored = []
+    for candidate in known:
+        ratio = difflib.SequenceMatcher(None, candidate, name).ratio()
+        if ratio >= cutoff:
+            scored.append((-ratio, candidate))
+    scored.sort()
+    if len(scored) > n:
+        last = scored[n - 1][0]
+        scored = [entry for entry in scored if entry[0] <= last]
+    return [candidate for _, candidate in scored]
+
+
 def find_feature_layer(model: nn.Module, images: Tensor) -> str:
     """Name of the module that produces the last spatial feature map in a forward pass.
 
     For a network of the form ``features -> global pooling -> classifier`` this is the
     feature map that feeds the pooling. Among modules that finish together (a block and
     its last child), the outermost one is chosen because its hook fires last. If token
-    outputs [B, N, K] come after it (a transformer, whose last 4-D map is its patch
+    outputs [B, L, K] come after it (a transformer, whose last 4-D map is its patch
     embedding), a ValueError.
     """
     last: list[str] = []
@@ -125,8 +141,9 @@ class ActivationRecorder:
     The recorded value is the layer's output as it was returned, even if the network
     later changes that tensor in place. With ``track_gradients``, the first recorded
     layer becomes the start of the autograd graph (a detached leaf) and grad mode is
-    switched on from there: the backbone below runs without a graph, so gradient methods
-    cost little more memory than a plain forward.
+    switched on from there: the backbone below runs without a graph, and the parameters'
+    ``requires_grad`` is off during the pass (restored after it), so the graph above the
+    layer keeps only what the gradients with respect to the layers need.
     """
 
     def __init__(self, model: nn.Module, layer_names: Sequence[str]) -> None:
@@ -159,7 +176,7 @@ class ActivationRecorder:
             if not isinstance(output, Tensor):
                 raise ValueError(
                     f"layer {name!r}: expected a tensor as output ([B, K, h, w], "
-                    f"[B, h, w, K] or tokens [B, N, K]), got {type(output).__name__}"
+                    f"[B, h, w, K] or tokens [B, L, K]), got {type(output).__name__}"
                 )
             if self.track_gradients:
                 if not output.requires_grad:
@@ -185,11 +202,20 @@ class ActivationRecorder:
         self.outputs = {}
         self.calls = {}
         self.track_gradients = track_gradients
+        # Only gradients with respect to the layers are wanted: with the parameters'
+        # requires_grad off for the pass, autograd does not save the inputs it would
+        # need for the weights' gradients (a linear layer's input, for one).
+        frozen = [p for p in self.model.parameters() if p.requires_grad]
+        frozen = frozen if track_gradients else []
         self.armed = True
         torch.set_grad_enabled(False)
         try:
+            for parameter in frozen:
+                parameter.requires_grad_(False)
             yield self.outputs
         finally:
+            for parameter in frozen:
+                parameter.requires_grad_(True)
             self.armed = False
             self.outputs = {}
             torch.set_grad_enabled(grad_was_enabled)

@@ -458,7 +458,7 @@ def explain(
         progress: show a progress bar over those extra passes.
         layout: where the channels are in the layers' outputs: ``"channels_first"``
             ``[B, K, h, w]``, ``"channels_last"`` ``[B, h, w, K]`` (Swin) or
-            ``"tokens"`` ``[B, N, K]`` (ViT: class or register tokens first, then the
+            ``"tokens"`` ``[B, L, K]`` (ViT: class or register tokens first, then the
             patches row by row); one for every layer or a dict by layer name. Default:
             read from the layer's module, the model and the shape (see
             :mod:`camlib.layouts`); a shape that fits both 4-D readings is a ValueError

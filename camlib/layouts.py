@@ -2,7 +2,7 @@
 
 Three layouts are known: ``"channels_first"`` ``[B, K, h, w]`` (convolutional networks),
 ``"channels_last"`` ``[B, h, w, K]`` (Swin, the inside of ConvNeXt blocks) and
-``"tokens"`` ``[B, N, K]`` (ViT, DeiT): ``N = r + h w``, ``r`` leading class or register
+``"tokens"`` ``[B, L, K]`` (ViT, DeiT): ``L = r + h w``, ``r`` leading class or register
 tokens, then the patch tokens row by row. The methods only ever see ``[B, K, h, w]``;
 the leading tokens are not positions of the map. Anything else is read by a user's
 ``reshape`` callable.
@@ -180,13 +180,13 @@ def infer_layout(
                 )
         return Layout(choice, shape[1:], first if choice == "channels_first" else last)
     if layout is not None and output.ndim in (3, 4):
-        want = "[B, N, K]" if layout == "tokens" else "[B, K, h, w] or [B, h, w, K]"
+        want = "[B, L, K]" if layout == "tokens" else "[B, K, h, w] or [B, h, w, K]"
         raise ValueError(
             f"layer {name!r}: layout={layout!r} expects a {want} output, got {shape}"
         )
     raise ValueError(
         f"layer {name!r}: its output {shape} has no spatial axes; expected "
-        "[B, K, h, w], [B, h, w, K] or tokens [B, N, K]. Pick a layer before the "
+        "[B, K, h, w], [B, h, w, K] or tokens [B, L, K]. Pick a layer before the "
         "pooling and the classifier, or pass reshape= to turn this output into "
         "[B, K, h, w]"
     )
@@ -206,7 +206,7 @@ def _reshaped(name: str, output: Tensor, reshape: Callable[[Tensor], Tensor]) ->
         hint = ""
         if output.ndim == 3:
             hint = (
-                "; for tokens [B, N, K], drop the class token(s), unflatten N into "
+                "; for tokens [B, L, K], drop the class token(s), unflatten L into "
                 "(h, w) and move K to axis 1, as in "
                 "t[:, 1:].unflatten(1, (h, w)).permute(0, 3, 1, 2)"
             )
@@ -276,7 +276,7 @@ def grid_of(count: int, image_size: tuple[int, int]) -> tuple[int, int] | None:
 def token_grid(
     name: str, shape: tuple[int, ...], model: nn.Module, image_size: tuple[int, int]
 ) -> tuple[int, tuple[int, int]]:
-    """``(r, (h, w))`` for ``N`` tokens: ``r`` from the model's ``num_prefix_tokens``
+    """``(r, (h, w))`` for ``L`` tokens: ``r`` from the model's ``num_prefix_tokens``
     (timm) or the grid from its ``patch_size`` (torchvision's VisionTransformer) when it
     has one, else the fewest leading tokens ``r`` (at most :data:`MAX_EXTRA_TOKENS`, and
     fewer than the patches) for which the rest form a grid of the image divided by one

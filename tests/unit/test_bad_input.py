@@ -54,3 +54,16 @@ def test_cam_on_a_layer_that_does_not_feed_the_pooling_names_gradcam() -> None:
 def test_model_that_is_not_a_module() -> None:
     with pytest.raises(TypeError, match=r"torch\.nn\.Module, got function"):
         camlib.explain(lambda x: x, GOOD)
+
+
+def test_unknown_layer_suggests_every_name_tied_with_the_last_one_shown() -> None:
+    # Hand count with difflib's ratio 2M / T: "blocks.1O" shares "blocks.1" (M = 8) with
+    # "blocks.1" (T = 17, 0.941) and with each of blocks.10..blocks.15 (T = 18, 0.889);
+    # blocks.0, blocks.2..9 share "blocks." only (0.824). Five names would cut the
+    # six-way tie at 0.889, so all seven are listed, ties in alphabetical order.
+    model = nn.Sequential()
+    model.blocks = nn.Sequential(*[nn.Identity() for _ in range(16)])
+    with pytest.raises(ValueError) as caught:
+        camlib.explain(model, random_images(1), layers="blocks.1O")
+    expected = ["blocks.1"] + [f"blocks.1{d}" for d in range(6)]
+    assert f"did you mean one of {expected}?" in str(caught.value)

@@ -382,7 +382,7 @@ USAGE = [
         "a layer without a feature map",
         _options("--layer", "fc"),
         r"--methods cam: layer 'fc': its output \(4, 2\) has no spatial axes; expected "
-        r"\[B, K, h, w\], \[B, h, w, K\] or tokens \[B, N, K\]\. .*",
+        r"\[B, K, h, w\], \[B, h, w, K\] or tokens \[B, L, K\]\. .*",
     ),
     (
         "an unknown model name",

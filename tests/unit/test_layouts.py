@@ -220,7 +220,7 @@ BAD = [
         r"reshape should turn its output \(2, 17, 6\) into maps \[B, K, h, w\] "
         r"\(4 axes, B = 2\), but it returned a tensor of shape \(2, 16, 6\) "
         r"\(3 axes\); "
-        r"for tokens \[B, N, K\], drop the class token",
+        r"for tokens \[B, L, K\], drop the class token",
     ),
     (
         "reshape not callable",

@@ -146,3 +146,38 @@ def test_tuple_output_models_use_the_first_element() -> None:
         camlib.explain(wrapped, images, method="gradcam").raw["inner.features"],
         camlib.explain(wrapped.inner, images, method="gradcam").raw["features"],
     )
+
+
+def test_the_graph_above_the_layer_keeps_no_input_for_the_weights_gradients() -> None:
+    """Above the layer: flatten and one linear layer. The gradient with respect to the
+    layer's output needs the weight only, so autograd saves no activation (with the
+    weight requiring gradients it would save the linear layer's input; the logits, saved
+    for picking the class scores, are small). The map is
+    still Grad-CAM's, computed here by hand: g = W_c reshaped to [K, h, w]."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(256, 5)
+    )
+    images = torch.randn(2, 3, 8, 8)
+    saved: list[torch.Tensor] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        exp = camlib.explain(net, images, method="gradcam", layers="0", topk=1)
+    weights = {p.data_ptr() for p in net.parameters()}
+    # the linear layer's input, [2, 256], or the layer's output [2, 4, 8, 8]
+    activations = [
+        t
+        for t in saved
+        if t.is_floating_point() and t.data_ptr() not in weights and t.numel() == 512
+    ]
+    assert activations == []
+    assert all(p.requires_grad for p in net.parameters())
+    with torch.no_grad():
+        f = net[0](images)  # [2, 4, 8, 8]
+        g = net[2].weight[exp.classes[:, 0]].reshape(2, 4, 8, 8)
+        expected = torch.einsum("bk,bkhw->bhw", g.mean(dim=(2, 3)), f)
+    torch.testing.assert_close(exp.raw["0"][:, 0], expected)
