@@ -150,10 +150,10 @@ def grading(data: dict) -> list[tuple[str, str, str]]:
         if target is None
         else f"<= {target:g}: " + ("met" if value <= target else "MISSED")
     )
-    each = data["notebooks"] // data["students"]
     return [
         (
-            f"grading {data['students']} students x {each} notebooks, reference s",
+            f"grading {data['students']} students ({data['notebooks']} notebooks), "
+            "reference s",
             f"{value:.0f}",
             met,
         )
