@@ -209,7 +209,7 @@ def test_table_reads_the_files_present_and_says_which_it_cannot(tmp_path: Path) 
     assert module.table(tmp_path).splitlines()[2:] == [
         "| family_speed.py | x <= 1 | 0.912 | met "
         "| 2026-12-05, CPU, 2 threads; other load 4% |",
-        "| grading_speed.py | (not read: KeyError 'notebooks') |  |  | ? |",
+        "| grading_speed.py | (not read: KeyError 'students') |  |  | ? |",
     ]
 
 
