@@ -19,13 +19,13 @@ import functools
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from jupyterlab_harness import ensure_node_modules
 
 ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
@@ -68,22 +68,10 @@ def built() -> Path:
 
 @pytest.fixture(scope="module")
 def harness() -> Path:
-    for tool in ("node", "npm"):
-        if shutil.which(tool) is None:
-            pytest.fail(
-                f"{tool} is required for the browser test (install Node.js >= 20)"
-            )
-    if not (HARNESS / "node_modules" / "puppeteer-core").exists():
-        done = subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund"],
-            cwd=HARNESS,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, (
-            f"npm ci in {HARNESS} failed:\n{done.stderr[-3000:]}"
-        )
+    try:
+        ensure_node_modules()
+    except RuntimeError as error:
+        pytest.fail(str(error))
     return HARNESS
 
 
