@@ -46,9 +46,9 @@ def resolve_layers(
         if isinstance(entry, nn.Module):
             if id(entry) not in names_of:
                 raise ValueError(
-                    f"layers: the {type(entry).__name__} given is not a "
-                    "submodule of this "
-                    "model (pass one of model's own modules, e.g. model.layer4)"
+                    f"layers: the {type(entry).__name__} given is not a submodule "
+                    "of this model (pass one of model's own modules, e.g. "
+                    "model.layer4)"
                 )
             names.append(names_of[id(entry)])
             continue
@@ -205,8 +205,11 @@ class ActivationRecorder:
         # Only gradients with respect to the layers are wanted: with the parameters'
         # requires_grad off for the pass, autograd does not save the inputs it would
         # need for the weights' gradients (a linear layer's input, for one).
-        frozen = [p for p in self.model.parameters() if p.requires_grad]
-        frozen = frozen if track_gradients else []
+        frozen = (
+            [p for p in self.model.parameters() if p.requires_grad]
+            if track_gradients
+            else []
+        )
         self.armed = True
         torch.set_grad_enabled(False)
         try:
