@@ -513,7 +513,7 @@ def _tied(a: float, b: float) -> bool:
 def main(argv: Sequence[str] | None = None) -> dict:
     """``python -m cambook.compare data-randomisation --seeds 0 1 2 --json PATH``: run
     :func:`data_randomisation` for each seed and write the results, with the date, the
-    machine, the versions and the settings, as JSON (Chapter 5 reads
+    machine, the versions and the settings, as JSON (Chapter 6 reads
     ``cambook/results/``)."""
     import argparse
     import sys

@@ -1,5 +1,5 @@
-"""What each member of the CAM family adds, and what it costs: Chapter 5's
-demonstrations.
+"""What each member of the CAM family adds, and what it costs: the demonstrations of
+Chapter 5 (the family) and Chapter 6 (its evaluation).
 
 - :func:`network_rows`, :func:`forward_seconds`: network evaluations per image (counted
   with hooks) and time against a plain forward pass;
@@ -350,7 +350,7 @@ def about(ratio: float | None) -> str:
 
 
 def speed_markdown(ratios: dict[str, float]) -> str:
-    """Chapter 5's cost table: each kind of method, its work per image, and its time per
+    """Chapter 6's cost table: each kind of method, its work per image, and its time per
     image over a plain forward pass for camlib and pytorch-grad-cam (rows the run lacks
     are left out)."""
     lines = [

@@ -1,7 +1,7 @@
-"""Chapter 5's tables for one scene network, and the command line that computes them for
-more seeds than the chapter's time budget allows.
+"""The tables of Chapters 5 and 6 for one scene network, and the command line that
+computes them for more seeds than the chapters' time budget allows.
 
-Chapter 5 trains and measures seed 0 live and reads seeds 1 and 2 from
+Chapters 5 and 6 train and measure seed 0 live and read seeds 1 and 2 from
 ``cambook/results/family_seeds.json``, written by::
 
     python -m cambook.seed_tables --seeds 1 2 --json cambook/results/family_seeds.json
@@ -34,10 +34,10 @@ DEPTH_METHODS = ("gradcam", "layercam")
 
 
 def tables(task: compare.SceneTask) -> dict:
-    """All of Chapter 5's per-seed tables for one trained scene task, JSON-ready: the
-    test accuracy, the two-instance table, mass on the object by depth, the flatten +
-    linear head, every metric on every method (with the controls), and the sanity checks
-    (the table and the cascading steps)."""
+    """All the per-seed tables of Chapters 5 and 6 for one trained scene task,
+    JSON-ready: the test accuracy, the two-instance table, mass on the object by depth,
+    the flatten + linear head, every metric on every method (with the controls), and
+    the sanity checks (the table and the cascading steps)."""
     checks = compare.sanity_table(task)
     return {
         "seed": task.seed,
@@ -90,7 +90,7 @@ SETTINGS = {
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         prog="python -m cambook.seed_tables",
-        description="Chapter 5's tables for several seeds",
+        description="The tables of Chapters 5 and 6 for several seeds",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument(

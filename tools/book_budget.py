@@ -10,7 +10,7 @@ a chapter is over a budget:
 
 - at most 3,500 prose words;
 - at most 3 numbers per 100 prose words;
-- display maths in chapters 2-5;
+- display maths in every chapter but the first (chapters 2-6);
 - a cost section of at most 450 words.
 """
 

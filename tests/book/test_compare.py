@@ -1,4 +1,4 @@
-"""cambook.compare and cambook.family: the helpers behind Chapter 5, against hand
+"""cambook.compare and cambook.family: the helpers behind Chapters 5 and 6, against hand
 computations and identities."""
 
 from __future__ import annotations

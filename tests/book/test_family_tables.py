@@ -1,6 +1,6 @@
-"""Chapter 5's tables and sanity figure merge methods whose maps coincide into one row
-or line; checked on tiny inputs whose output is written out by hand. Cost: well under a
-second."""
+"""The tables of Chapters 5 and 6 and Chapter 6's sanity figure merge methods whose maps
+coincide into one row or line; checked on tiny inputs whose output is written out by
+hand. Cost: well under a second."""
 
 from __future__ import annotations
 

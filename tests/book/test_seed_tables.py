@@ -1,6 +1,6 @@
-"""Chapter 5 reads seeds 1 and 2 from cambook/results/family_seeds.json: the file must
-be what ``python -m cambook.seed_tables`` computes today, and must read back as the
-chapter uses it."""
+"""Chapters 5 and 6 read seeds 1 and 2 from cambook/results/family_seeds.json: the file
+must be what ``python -m cambook.seed_tables`` computes today, and must read back as the
+chapters use it."""
 
 from __future__ import annotations
 

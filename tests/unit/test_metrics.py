@@ -294,7 +294,7 @@ def test_pointing_game_refuses_empty_masks() -> None:
 
 
 def test_localisation_against_a_per_image_loop_with_scipy_components() -> None:
-    """Chapter 4 and Chapter 5 share camlib.metrics.localisation; here it is recomputed
+    """Chapter 4 and Chapter 6 share camlib.metrics.localisation; here it is recomputed
     image by image with scipy's connected components and the IoU by hand, on CAM-like
     random maps."""
     import numpy as np
