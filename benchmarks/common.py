@@ -125,6 +125,29 @@ def peak_bytes(call, device: torch.device, glibc: Glibc) -> float:
     return float(sampler.peak - sampler.baseline)
 
 
+def tensor_peak_bytes(call) -> float:
+    """Peak of live CPU tensor memory during one call, above the level before it, in
+    bytes: exact, from the allocation and free events that torch's profiler records
+    (tensors only: no allocator slack, thread stacks or library buffers, which the
+    resident set also counts). Slower than the call itself: for memory, never timing."""
+    from torch.profiler import ProfilerActivity, profile
+
+    gc.collect()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = call()
+        del result
+    events = sorted(
+        (event.start_ns(), event.nbytes())
+        for event in prof.profiler.kineto_results.events()
+        if event.name() == "[memory]"
+    )
+    level = peak = 0
+    for _, change in events:
+        level += change
+        peak = max(peak, level)
+    return float(peak)
+
+
 class OtherLoad:
     """Share of the machine's CPU time that other processes used since it was made.
 

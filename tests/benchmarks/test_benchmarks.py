@@ -251,11 +251,32 @@ def test_vit_benchmark_quick_mode_runs(tmp_path: Path) -> None:
 
     rows = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
     assert all(
-        row["median_ms"] > 0 and row["peak_mib"] is not None for row in rows.values()
+        row["median_ms"] > 0
+        and row["peak_mib"] is not None
+        and row["tensor_peak_mib"] > 0
+        for row in rows.values()
     )
+    assert rows["plain forward (no_grad)"]["x_plain_tensor_memory"] == 1.0
     assert set(rows) == {
         "plain forward (no_grad)",
         "camlib Grad-CAM",
         "pytorch-grad-cam GradCAM",
         "torchcam GradCAM",
     }
+
+
+def test_tensor_peak_is_the_live_maximum() -> None:
+    """The profiler-based peak counts live tensors exactly: 4 MB and 8 MB alive
+    together, then the 4 MB freed before a 2 MB one, peak 12 MB (a hand count); the
+    tensor returned and dropped by the caller counts while alive. Costs milliseconds."""
+    tensor_peak_bytes = load("common").tensor_peak_bytes
+
+    def call() -> torch.Tensor:
+        first = torch.empty(1_000_000)  # 4 MB of float32
+        second = torch.empty(2_000_000)  # 8 MB
+        del first
+        third = torch.empty(500_000)  # 2 MB: 10 MB live, below the peak
+        del third
+        return second
+
+    assert tensor_peak_bytes(call) == 12_000_000
