@@ -14,7 +14,8 @@ exercise.
 
 Each exercise has one *subtle* mistake that passes its visible checks and must be caught
 by a hidden check (``caught_by``); tests/coursework/ checks that this holds for all of
-them. For the conceptual exercises (n.4) a mistake is a wrong answer of the right form.
+them. For the reasoning exercises (1.4 to 4.4, 5.2, 6.3) a mistake is a wrong answer of
+the right form.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ NOTEBOOKS = (
     "ex03_implementation",
     "ex04_enhanced",
     "ex05_family",
+    "ex06_evaluation",
 )
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = 'raise NotImplementedError("Exercise '
@@ -217,7 +219,7 @@ cam_map.shape[-1])
             "Grad-CAM's spatially averaged gradients (the same under a GAP head)",
         )
     },
-    "5.2": {
+    "6.1": {
         "subtle": Mistake(
             """
         pixels = saliency.numel()
@@ -229,18 +231,18 @@ cam_map.shape[-1])
         scores = predict(image[None] * keep.to(image.dtype))
         return scores, float(torch.trapezoid(scores, counts.to(scores.dtype) / pixels))
     """,
-            "ex5-2-hidden",
+            "ex6-1-hidden",
             "pixel counts floored, not rounded (right when steps divides P)",
         )
     },
-    "5.3": {
+    "6.2": {
         "subtle": Mistake(
             """
         ra, rb = a.argsort().argsort().double(), b.argsort().argsort().double()
         ra, rb = ra - ra.mean(), rb - rb.mean()
         return float((ra * rb).sum() / (ra.square().sum() * rb.square().sum()).sqrt())
     """,
-            "ex5-3-hidden",
+            "ex6-2-hidden",
             "ordinal ranks: ties do not share their average rank",
         )
     },
@@ -289,12 +291,22 @@ cam_map.shape[-1])
             "the number right, the choices guessed",
         ),
     },
-    "5.4": {
+    "5.2": {
         "subtle": Mistake(
             """
-        answer_5_4 = {"factor": 64, "drop": -7.5, "increase": 50, "ones": "C"}
+        answer_5_2 = {"factor": 64, "hirescam": [[0.5, 0.75], [1.25, 0.5]],
+                      "gradcam": [[0.5, 0.75], [1.25, 0.5]], "agree": "B"}
     """,
-            "ex5-4-hidden",
+            "ex5-2-hidden",
+            "HiResCAM worked out with the mean gradient: Grad-CAM's map twice",
+        )
+    },
+    "6.3": {
+        "subtle": Mistake(
+            """
+        answer_6_3 = {"drop": -7.5, "increase": 50, "auc": 0.35, "ones": "C"}
+    """,
+            "ex6-3-hidden",
             "average drop without max(0, .): a gain offsets a drop",
         )
     },
@@ -395,7 +407,7 @@ def submission(notebook: str, plan: Plan) -> str:
 
 
 ALL_EXERCISES = [
-    f"{chapter}.{number}" for chapter in range(1, 6) for number in range(1, 5)
+    f"{chapter}.{number}" for chapter in range(1, 7) for number in range(1, 5)
 ]
 
 # A class of seven: every kind of answer and of breakage the grader must handle.
@@ -409,7 +421,8 @@ SAMPLE_CLASS: dict[str, dict[str, Plan]] = {
         "ex02_principle": Plan({"2.2": "subtle"}),
         "ex03_implementation": Plan({"3.1": "subtle"}),
         "ex04_enhanced": Plan({"4.1": "subtle"}),
-        "ex05_family": Plan({"5.3": "subtle"}),
+        "ex05_family": Plan(),
+        "ex06_evaluation": Plan({"6.2": "subtle"}),
     },
     # a syntax error, an infinite loop, one exercise not attempted, one notebook missing
     "dev": {
@@ -423,13 +436,15 @@ SAMPLE_CLASS: dict[str, dict[str, Plan]] = {
         "ex03_implementation": Plan(delete_checks=("3.2",)),
         "ex04_enhanced": Plan({"4.2": "subtle", "4.3": "stub"}),
         "ex05_family": Plan({"5.1": "subtle"}),
+        "ex06_evaluation": Plan(),
     },
     "finn": {  # an unreadable file and more mistakes
         "ex01_overview": Plan(unreadable=True),
         "ex02_principle": Plan({"2.1": "subtle", "2.2": "mixed"}),
         "ex03_implementation": Plan({"3.2": "subtle", "3.3": "subtle"}),
         "ex04_enhanced": Plan({"4.3": "subtle", "4.4": "guess"}),
-        "ex05_family": Plan({"5.2": "subtle"}),
+        "ex05_family": Plan(),
+        "ex06_evaluation": Plan({"6.1": "subtle"}),
     },
     # every exercise with its subtle mistake: each must be caught by a hidden check
     "gus": {name: Plan({e: "subtle" for e in ALL_EXERCISES}) for name in NOTEBOOKS},
