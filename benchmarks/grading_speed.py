@@ -1,11 +1,11 @@
-"""How long tools/grade.py takes for a class of 30 students (5 notebooks each).
+"""How long tools/grade.py takes for a class of 30 students (6 notebooks each).
 
     python benchmarks/grading_speed.py [--students 30] [--timeout 60] [--jobs N]
                                        [--json FILE]
 
 The class mixes right answers, untouched notebooks, typical mistakes, deleted checks, an
 unreadable file and exactly one infinite loop (which costs one cell timeout, 60 s by
-default, as in real grading); one student of 30 hands in 3 notebooks, the others 5. The
+default, as in real grading); one student of 30 hands in 3 notebooks, the others 6. The
 class is built by tools/make_sample_class.py in a temporary folder and graded with the
 same command an instructor runs (as root here: every notebook and hidden-check process
 sandboxed). The script prints the wall time, the CPU time of the grader and its

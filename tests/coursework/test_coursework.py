@@ -84,13 +84,25 @@ def test_student_versions_and_keys_are_not_stale() -> None:
     assert stale == [], f"run python tools/make_student_versions.py; stale: {stale}"
 
 
-def test_each_notebook_has_three_or_more_exercises_with_visible_and_hidden_checks() -> (
+def test_fifteen_coding_exercises_one_reasoning_exercise_per_notebook_all_checked() -> (
     None
 ):
+    """Each notebook ends with one reasoning exercise (its solution writes
+    ``answer_<n>_<m>``); the others ask for code, fifteen in all; every exercise has
+    visible and hidden checks."""
     keys = grade.load_keys()
     assert sorted(keys) == sorted(NOTEBOOKS)
+    coding = 0
     for name, key in keys.items():
-        assert len(key["exercises"]) >= 3, name
+        bodies = samples.reference_bodies(name)
+        reasoning = [
+            e["id"]
+            for e in key["exercises"]
+            if f"answer_{e['id'].replace('.', '_')} = " in bodies[e["id"]]
+        ]
+        assert reasoning == [key["exercises"][-1]["id"]], (name, reasoning)
+        assert len(key["exercises"]) >= 2, name
+        coding += len(key["exercises"]) - 1
         for exercise in key["exercises"]:
             assert (
                 exercise["solutions"]
@@ -99,6 +111,7 @@ def test_each_notebook_has_three_or_more_exercises_with_visible_and_hidden_check
             ), (name, exercise["id"])
             for check in exercise["checks"] + exercise["hidden_checks"]:
                 assert "assert" in check["source"], check["id"]
+    assert coding == 15
 
 
 def test_student_versions_hold_stubs_and_no_solution_or_hidden_check() -> None:

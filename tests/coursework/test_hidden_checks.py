@@ -4,7 +4,7 @@ inputs too.
 
 Cost: about 40 s of CPU (each notebook's setup once, each hidden check twice: the checks
 of 2.1 and 2.2 load EfficientNet-Lite0 and run the book's photos); the rest, the
-verdicts of the reasoning exercises (n.4) on forged and guessed answers among them,
+verdicts of the reasoning exercises on forged and guessed answers among them,
 about 1 s.
 """
 
@@ -163,15 +163,18 @@ def test_children_that_run_student_code_see_only_the_kept_variables(
     }
 
 
-# --- the conceptual exercises (n.4): plain answers, judged exactly --------------------
+# --- the reasoning exercises: plain answers, judged exactly ---------------------------
 
 
 def conceptual(notebook: str) -> tuple[str, dict, str]:
     """``(hidden check source, the reference's probe result, exercise id)`` of a
     notebook's conceptual exercise, computed here: its probe needs the answer and
     nothing else of the notebook."""
-    exercise = f"{notebook[3]}.4"
     key = grade.load_keys()[notebook]
+    bodies = samples.reference_bodies(notebook)
+    exercise = next(  # the one whose solution writes answer_<n>_<m>
+        e["id"] for e in key["exercises"] if f"answer_{e['id'][0]}_" in bodies[e["id"]]
+    )
     source = next(
         h["source"]
         for e in key["exercises"]

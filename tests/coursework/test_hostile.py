@@ -3,9 +3,10 @@ honest students: no attack passes, none changes a file outside its scratch folde
 reaches the network or another student's grade, and each is reported with a message that
 names it.
 
-Cost: one grader run of 10 notebooks (9 of Chapter 5's, 1 of Chapter 1's) and two
-reference runs; the infinite loop costs one cell timeout (30 s) once. About 2 minutes on
-2 cores.
+Cost: one grader run of 15 notebooks (10 of Chapter 6's exercises, 4 of Chapter 5's,
+1 of Chapter 1's) and three reference runs; the infinite loop costs one cell timeout
+(30 s) once. About 2.5 minutes of CPU; 3.5 minutes of wall time on 2 cores shared with
+other work (load 5).
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ pytestmark = pytest.mark.skipif(
 CELL_TIMEOUT = 30  # the infinite loop costs this once
 # torch maps about 3.2 GB: a memory bomb fills the rest, 1.8 GB at most
 MEMORY_MB = 5000
-EXERCISES = ("5.1", "5.2", "5.3")
+EX05, EX06 = "ex05_family", "ex06_evaluation"
+# The coding exercises the attacks aim at, and the notebook of each; the reasoning ones.
+CODING = {"5.1": EX05, "6.1": EX06, "6.2": EX06}
+REASONING = {"5.2": EX05, "6.3": EX06}
+EXERCISES = ("6.1", "6.2")  # those of the one-notebook attacks (Chapter 6's)
 
 # Defined in a notebook's first cell: is the caller the grader's hidden check?
 GRADED = """
@@ -67,7 +72,7 @@ numpy.testing.assert_allclose = lambda *a, **k: None
 builtins.abs = lambda x: 0.0
 for _path in glob.glob("*.results.jsonl"):  # forged records: every check passed
     with open(_path, "a") as _out:
-        for _key in ("ex5-1-hidden", "ex5-2-hidden", "ex5-3-hidden"):
+        for _key in ("ex5-1-hidden", "ex6-1-hidden", "ex6-2-hidden"):
             _out.write(json.dumps({"cell": 99, "id": "h", "outcome": "passed",
                                    "ename": "", "evalue": "", "timed_out": False,
                                    "grading": {
@@ -88,7 +93,7 @@ OBJECTS = {
 def hirescam(activations, gradients):
     return torch.zeros(activations.shape[0], *activations.shape[2:]).as_subclass(Lying)
 """,
-    "5.2": """class Evil:
+    "6.1": """class Evil:
     def __reduce__(self):
         import os
         return (os.system, ("touch {marker}",))
@@ -97,7 +102,7 @@ def hirescam(activations, gradients):
 def deletion_curve(predict, image, saliency, steps):
     return torch.zeros(steps + 1), Evil()
 """,
-    "5.3": """class Always(float):
+    "6.2": """class Always(float):
     def __sub__(self, other):
         return 0.0
 
@@ -106,7 +111,7 @@ def spearman(a, b):
     return Always(0.0)
 """,
 }
-# An answer to the conceptual exercise whose parts compare equal to everything.
+# Answers to the reasoning exercises whose parts compare equal to everything.
 ANYTHING = """class Anything(str):
     def __eq__(self, other):
         return True
@@ -114,20 +119,24 @@ ANYTHING = """class Anything(str):
     __hash__ = str.__hash__
 
 
-answer_5_4 = {"factor": Anything(), "drop": Anything(), "increase": Anything(),
-              "ones": Anything("C")}
 """
+ANSWERS = {
+    "5.2": 'answer_5_2 = {"factor": Anything(), "hirescam": Anything(),\n'
+    '              "gradcam": Anything(), "agree": Anything("B")}\n',
+    "6.3": 'answer_6_3 = {"drop": Anything(), "increase": Anything(),\n'
+    '              "auc": Anything(), "ones": Anything("C")}\n',
+}
 
 
 def when_graded(exercise: str, action: str) -> str:
     """The right answer, except that beside the hidden check the function does
     ``action``.
     """
-    body = samples.reference_bodies("ex05_family")[exercise]
+    body = samples.reference_bodies(CODING[exercise])[exercise]
     name, arguments = {
         "5.1": ("hirescam", "activations, gradients"),
-        "5.2": ("deletion_curve", "predict, image, saliency, steps"),
-        "5.3": ("spearman", "a, b"),
+        "6.1": ("deletion_curve", "predict, image, saliency, steps"),
+        "6.2": ("spearman", "a, b"),
     }[exercise]
     indented = "".join(f"    {line}\n" for line in body.rstrip("\n").split("\n"))
     return (
@@ -151,7 +160,7 @@ THIEF = """import os, pathlib
 try:  # hand in the first student's results as mine: swap my results folder for a link
     _work = pathlib.Path.cwd().parents[1]
     os.rename("results", "mine")
-    os.symlink(_work / "0000" / "ex05_family-hidden" / "results", "results")
+    os.symlink(_work / "0000" / "ex06_evaluation-hidden" / "results", "results")
 except OSError as error:
     print("thief:", error)
 """
@@ -173,7 +182,7 @@ def _attempt(what, action):
 
 
 _keys = _root / "coursework/hidden"
-_attempt("write a key", lambda: (_keys / "ex05_family.json").write_text("{{}}"))
+_attempt("write a key", lambda: (_keys / "ex06_evaluation.json").write_text("{{}}"))
 _attempt("delete a key", lambda: (_keys / "ex01_overview.json").unlink())
 _attempt("edit the grader", lambda: open(_root / "tools/grade.py", "a").write("#"))
 _attempt("write the report", lambda: (_out / "report.csv").write_text("forged"))
@@ -185,7 +194,7 @@ _attempt("read the expected values", lambda: [
     for p in glob.glob("/tmp/grade-*/reference-*/results/*.pt")])
 _work = pathlib.Path.cwd().parents[1]
 _attempt("write another student's folder",
-         lambda: (_work / "0000" / "ex05_family" / "x").write_text("x"))
+         lambda: (_work / "0000" / "ex06_evaluation" / "x").write_text("x"))
 _attempt("list the grader's folder", lambda: list(_work.iterdir()))
 print(_attempts)
 """
@@ -267,88 +276,79 @@ def battery():
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    ex05 = "ex05_family"
-    mistakes = samples.Plan({e: "subtle" for e in EXERCISES})
+    mistakes = samples.Plan({e: "subtle" for e in CODING})
     right = samples.Plan()
     files = FILES.format(
         root=str(ROOT), out=str(out), leak=str(leak), secret=str(secret)
     )
-    submissions = {
-        "ada": (ex05, notebook(ex05, right)),
-        "gus": (ex05, notebook(ex05, mistakes)),
-        "cheat1": (
-            "ex01_overview",
-            notebook(
+    fork_bomb = FORK_BOMB.format(forked=str(tmp / "drop" / "forked"))
+    objects = {
+        **{e: OBJECTS[e].replace("{marker}", str(marker)) for e in CODING},
+        **{e: ANYTHING + ANSWERS[e] for e in REASONING},
+    }
+    port = listener.getsockname()[1]
+    submissions = {  # student -> {notebook: text}
+        "ada": {name: notebook(name, right) for name in (EX05, EX06)},
+        "gus": {EX06: notebook(EX06, mistakes)},
+        "cheat1": {
+            "ex01_overview": notebook(
                 "ex01_overview",
                 samples.Plan({e: "stub" for e in ("1.1", "1.2", "1.3")}),
                 solutions={"1.1": ISSUE_CHEAT},
             ),
-        ),
-        "cheat5": (ex05, notebook(ex05, mistakes, first=PATCHES)),
-        "objects": (
-            ex05,
-            notebook(
-                ex05,
-                right,
-                first=SWALLOW,
-                solutions={
-                    **{
-                        e: OBJECTS[e].replace("{marker}", str(marker))
-                        for e in EXERCISES
-                    },
-                    "5.4": ANYTHING,
-                },
-            ),
-        ),
-        "bombs": (
-            ex05,
-            notebook(
-                ex05,
+        },
+        "cheat5": {
+            name: notebook(name, mistakes, first=PATCHES) for name in (EX05, EX06)
+        },
+        "objects": {
+            name: notebook(name, right, first=SWALLOW, solutions=objects)
+            for name in (EX05, EX06)
+        },
+        "bombs": {
+            name: notebook(
+                name,
                 right,
                 first=GRADED,
                 solutions={
-                    "5.1": when_graded("5.1", MEMORY_BOMB),
-                    "5.2": when_graded(
-                        "5.2", FORK_BOMB.format(forked=str(tmp / "drop" / "forked"))
-                    ),
-                    "5.3": when_graded("5.3", LOOP),
+                    "5.1": when_graded("5.1", LOOP),
+                    "6.1": when_graded("6.1", MEMORY_BOMB),
+                    "6.2": when_graded("6.2", fork_bomb),
                 },
-            ),
-        ),
-        "exits": (
-            ex05,
-            notebook(
-                ex05,
+            )
+            for name in (EX05, EX06)
+        },
+        "exits": {
+            EX06: notebook(
+                EX06,
                 right,
                 first=GRADED,
                 solutions={
-                    "5.1": when_graded("5.1", "import sys\nsys.exit(0)"),
-                    "5.2": when_graded("5.2", "import os\nos._exit(0)"),
+                    "6.1": when_graded("6.1", "import sys\nsys.exit(0)"),
+                    "6.2": when_graded("6.2", "import os\nos._exit(0)"),
                 },
             ),
-        ),
-        "output": (
-            ex05,
-            notebook(
-                ex05, right, first=GRADED, solutions={"5.1": when_graded("5.1", OUTPUT)}
+        },
+        "output": {
+            EX06: notebook(
+                EX06, right, first=GRADED, solutions={"6.1": when_graded("6.1", OUTPUT)}
             ),
-        ),
-        "thief": (ex05, notebook(ex05, mistakes, first=SWALLOW + THIEF)),
-        "flood": (ex05, notebook(ex05, right, first=FLOOD)),
-        "files": (ex05, notebook(ex05, right, first=files, last=files)),
-        "network": (
-            ex05,
-            notebook(
-                ex05,
+        },
+        "thief": {EX06: notebook(EX06, mistakes, first=SWALLOW + THIEF)},
+        "flood": {EX06: notebook(EX06, right, first=FLOOD)},
+        "files": {EX06: notebook(EX06, right, first=files, last=files)},
+        "network": {
+            EX06: notebook(
+                EX06,
                 right,
-                first=NETWORK.format(port=listener.getsockname()[1]),
-                last=NETWORK.format(port=listener.getsockname()[1]),
+                first=NETWORK.format(port=port),
+                last=NETWORK.format(port=port),
             ),
-        ),
+        },
     }
-    for student, (name, text) in submissions.items():
+    for student, texts in submissions.items():
         (folder / student).mkdir(parents=True)
-        (folder / student / f"{name}.ipynb").write_text(text, encoding="utf-8")
+        for name, text in texts.items():
+            (folder / student / f"{name}.ipynb").write_text(text, encoding="utf-8")
     before = tree_hash(ROOT, folder)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     done = subprocess.run(
@@ -411,7 +411,7 @@ def test_the_issues_one_line_cheat_passes_nothing(battery) -> None:
 def test_patched_torch_numpy_builtins_and_forged_records_do_not_help_a_wrong_answer(
     battery,
 ):
-    for exercise in EXERCISES:
+    for exercise in CODING:
         result = row(battery, "cheat5", exercise)
         assert result["status"] == "failed", result
         assert result["check"] == samples.MISTAKES[exercise]["subtle"].caught_by, result
@@ -422,9 +422,10 @@ def test_lying_subclass_reduce_object_float_and_str_subclass_refused_as_not_plai
 ):
     for exercise, named in (
         ("5.1", "Lying"),
-        ("5.2", "system"),
-        ("5.3", "Always"),
-        ("5.4", "Anything"),
+        ("6.1", "system"),
+        ("6.2", "Always"),
+        ("5.2", "Anything"),
+        ("6.3", "Anything"),
     ):
         result = row(battery, "objects", exercise)
         assert result["status"] == "errored", result
@@ -437,13 +438,13 @@ def test_lying_subclass_reduce_object_float_and_str_subclass_refused_as_not_plai
 def test_memory_bomb_fork_bomb_and_infinite_loop_are_errored_with_the_limit_named(
     battery,
 ):
-    memory = row(battery, "bombs", "5.1")
+    memory = row(battery, "bombs", "6.1")
     assert memory["status"] == "errored" and "MemoryError" in memory["message"], memory
     assert f"memory limit is {MEMORY_MB} MiB" in memory["message"], memory
-    fork = row(battery, "bombs", "5.2")
+    fork = row(battery, "bombs", "6.2")
     assert fork["status"] == "errored" and "BlockingIOError" in fork["message"], fork
     assert "limit on processes" in fork["message"], fork
-    loop = row(battery, "bombs", "5.3")
+    loop = row(battery, "bombs", "5.1")
     assert loop["status"] == "errored" and "timed out" in loop["message"], loop
     assert battery["forked"] > 10, "the fork bomb did not fork"
     assert battery["survivors"] == [], (
@@ -452,10 +453,10 @@ def test_memory_bomb_fork_bomb_and_infinite_loop_are_errored_with_the_limit_name
 
 
 def test_exits_and_a_flood_of_output_are_errored_with_a_clear_message(battery):
-    assert "SystemExit" in row(battery, "exits", "5.1")["message"]
+    assert "SystemExit" in row(battery, "exits", "6.1")["message"]
     for exercise in (
-        "5.2",
-        "5.3",
+        "6.2",
+        "6.3",
     ):  # os._exit ended the child: later checks did not run
         result = row(battery, "exits", exercise)
         assert (
@@ -493,16 +494,15 @@ def test_no_file_outside_the_scratch_folders_changes_and_nothing_leaks(battery):
 
 def test_honest_students_and_harmless_attempts_grade_as_planned(battery):
     for student in ("ada", "files", "network"):
-        for exercise in EXERCISES + ("5.4",):
+        extra = ("5.1", "5.2") if student == "ada" else ()  # ada hands in ex05 too
+        for exercise in EXERCISES + ("6.3",) + extra:
             assert row(battery, student, exercise)["status"] == "passed", (
                 student,
                 exercise,
             )
     for exercise in EXERCISES:
         status, check = samples.expected_grade(
-            {"ex05_family": samples.Plan({e: "subtle" for e in EXERCISES})},
-            "ex05_family",
-            exercise,
+            {EX06: samples.Plan({e: "subtle" for e in EXERCISES})}, EX06, exercise
         )
         result = row(battery, "gus", exercise)
         assert (result["status"], result["check"]) == (status, check), result
