@@ -208,8 +208,19 @@ def summary_table(
     return "\n".join(lines)
 
 
-def plot_accuracy_bars(summary: dict, metric: str = "fused", title: str = "") -> Figure:
-    """Horizontal bars of mean accuracy with one standard deviation as error bars."""
+def plot_accuracy_bars(
+    summary: dict,
+    metric: str = "fused",
+    title: str = "",
+    kinds: dict[str, tuple[str, str]] | None = None,
+) -> Figure:
+    """Horizontal bars of mean accuracy with one standard deviation as error bars.
+
+    ``kinds`` maps a bar's name to (colour, legend label): the bars take their colour,
+    and a legend lists each non-empty label once, with the dotted one-in-two line."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     rows = [
         (name[len("accuracy: ") :], stats[metric])
         for name, stats in summary.items()
@@ -220,13 +231,24 @@ def plot_accuracy_bars(summary: dict, metric: str = "fused", title: str = "") ->
     names = [name for name, _ in rows][::-1]
     means = [100 * s["mean"] for _, s in rows][::-1]
     stds = [100 * s["std"] for _, s in rows][::-1]
-    ax.barh(names, means, xerr=stds, color="tab:blue", alpha=0.8, capsize=3)
+    colours = [(kinds or {}).get(name, ("tab:blue", ""))[0] for name in names]
+    ax.barh(names, means, xerr=stds, color=colours, alpha=0.8, capsize=3)
     for y, (mean, std) in enumerate(zip(means, stds)):
         ax.text(min(mean + std + 1, 101), y, f"{mean:.1f}", va="center", fontsize=9)
     ax.set_xlim(0, 108)
     ax.axvline(50, color="grey", ls=":", lw=1)
     ax.set_xlabel("test accuracy (%), mean and std over seeds")
     ax.set_title(title, fontsize=11)
+    if kinds:
+        handles = [Patch(color=c, label=label) for c, label in kinds.values() if label]
+        handles.append(Line2D([], [], color="grey", ls=":", label="one in two"))
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=3,
+            fontsize=9,
+            frameon=False,
+        )
     return fig
 
 
