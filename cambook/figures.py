@@ -348,25 +348,29 @@ def plot_sanity_steps(
     title: str,
     names: dict | None = None,
     groups: Sequence[Sequence[str]] | None = None,
+    dodge: float = 0.05,
 ) -> Figure:
     """Mean Spearman correlation after each cascading step: ``steps`` is ``{method:
     [(layer, value), ...]}`` from the classifier down. Each group of ``groups``
     (default: methods whose curves agree to 1e-3) shares one line, labelled with all
-    their names; the lines cycle through four dash styles, so that lines that nearly
+    their names; the lines cycle through four dash styles and six markers, and each is
+    shifted sideways by ``dodge`` steps from the next, so that lines that nearly
     overlap stay visible."""
     from .family import identical_groups
 
     fig, ax = plt.subplots(figsize=(7.5, 3.6), layout="constrained")
     curves = {method: [value for _, value in rows] for method, rows in steps.items()}
     styles = ["-", "--", ":", "-."]
+    markers = "osD^v<"
     groups = identical_groups(curves) if groups is None else groups
-    groups = [[m for m in group if m in curves] for group in groups]
-    for i, group in enumerate(g for g in groups if g):
+    groups = [g for g in ([m for m in group if m in curves] for group in groups) if g]
+    for i, group in enumerate(groups):
         label = ", ".join((names or {}).get(method, method) for method in group)
+        shift = dodge * (i - (len(groups) - 1) / 2)
         ax.plot(
-            range(len(curves[group[0]])),
+            [x + shift for x in range(len(curves[group[0]]))],
             curves[group[0]],
-            marker="o",
+            marker=markers[i % len(markers)],
             label=label,
             linestyle=styles[i % len(styles)],
         )

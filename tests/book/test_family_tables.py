@@ -77,6 +77,11 @@ def test_sanity_figure_draws_identical_curves_once_with_distinct_styles() -> Non
         if not line.get_label().startswith("_")
     }
     assert labelled == {"CAM, Grad-CAM": "-", "Eigen-CAM": "--"}
+    first, second = fig.axes[0].lines[:2]
+    assert first.get_marker() != second.get_marker()
+    # two lines, dodged by 0.05 steps: -0.025 and +0.025 around each step
+    assert list(first.get_xdata()) == [-0.025, 0.975]
+    assert list(second.get_xdata()) == [0.025, 1.025]
 
 
 def test_verdict_table_and_figure_follow_given_groups() -> None:
