@@ -544,6 +544,39 @@ def summarise(
     return table
 
 
+def paired_points(
+    experiments: Sequence[Experiment | dict],
+    policy: str,
+    other: str,
+    metric: str = "crop",
+    alone: str = "global view (stage 1)",
+) -> Tensor:
+    """``policy``'s test accuracy minus ``other``'s on each seed, in points: the paired
+    difference. Both are read in ``metric`` (``"crop"`` or ``"fused"``), except
+    ``alone``, stage 1's global view, which has no crop and is read in ``"fused"``."""
+    runs = [e if isinstance(e, dict) else e.to_dict() for e in experiments]
+    column = {policy: metric, other: metric, alone: "fused"}
+    return torch.tensor(
+        [
+            100
+            * (
+                run["accuracy"][policy][column[policy]]
+                - run["accuracy"][other][column[other]]
+            )
+            for run in runs
+        ],
+        dtype=torch.float64,
+    )
+
+
+def clears_bar(differences: Tensor) -> bool:
+    """The chapter's rule for a gain: the paired difference is positive on every seed
+    and its mean exceeds its standard deviation over the seeds."""
+    return bool((differences > 0).all()) and float(differences.mean()) > float(
+        differences.std()
+    )
+
+
 def run_seeds(
     seeds: Sequence[int],
     config: Config = Config(),

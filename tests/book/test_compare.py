@@ -195,6 +195,15 @@ def test_speed_ratios_divide_by_the_plain_forward_and_skip_missing_rows() -> Non
             "pgc scorecam": 360.0,
         }
     )
+    rounds = [  # each row's fastest round, per image: 0.4 / 2 and 0.9 / 2 seconds
+        {"method": "plain forward", "seconds": 1.0, "images": 2, "rounds": [1.0, 0.4]},
+        {"method": "camlib gradcam", "seconds": 1.2, "images": 2, "rounds": [0.9, 1.5]},
+        {"method": "pgc GradCAMPlusPlus", "seconds": 1.2, "images": 2, "rounds": [1.2]},
+        {"method": "pgc GradCAM", "seconds": 0.8, "images": 2, "rounds": [0.8]},
+    ]
+    assert family.speed_ratios({"results": rounds}) == pytest.approx(
+        {"camlib gradient": 0.9 / 0.4, "pgc gradient": 1.2 / 0.4}  # pgc: the slowest
+    )
     no_plain = [{"method": "camlib gradcam", "seconds": 1.0, "images": 1}]
     assert family.speed_ratios({"results": no_plain}) == {}  # nothing to divide by
 

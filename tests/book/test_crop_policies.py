@@ -27,7 +27,6 @@ def test_random_windows_are_uniform_over_the_positions_inside_the_scene() -> Non
     assert abs(float((x * y).mean() / (x.std() * y.std()))) < 0.03  # independent axes
 
 
-
 def test_accuracy_bars_take_their_kind_colour_and_legend() -> None:
     """Each bar gets its kind's colour; the legend lists each non-empty label once and
     the one-in-two line. Costs milliseconds."""

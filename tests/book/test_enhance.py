@@ -530,3 +530,32 @@ def test_stage1_learns_on_every_checked_seed_when_rerun() -> None:
             assert len(fresh["attempts"]) == len(row["attempts"]), (fresh, row)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_paired_points_and_the_gain_rule_by_hand() -> None:
+    """Paired differences in points, the global view read in its fused column, and the
+    rule: positive on every seed, mean above the standard deviation. Milliseconds."""
+    whole = "global view (stage 1)"
+    runs = [
+        {
+            "accuracy": {
+                "box": {"crop": 0.90},
+                "centre": {"crop": 0.60},
+                whole: {"fused": 0.50},
+            }
+        },
+        {
+            "accuracy": {
+                "box": {"crop": 0.80},
+                "centre": {"crop": 0.45},
+                whole: {"fused": 0.52},
+            }
+        },
+    ]
+    box = enhance.paired_points(runs, "box", "centre")
+    assert box.tolist() == pytest.approx([30.0, 35.0])
+    centre = enhance.paired_points(runs, "centre", whole)
+    assert centre.tolist() == pytest.approx([10.0, -7.0])
+    assert enhance.clears_bar(box)  # mean 32.5, s.d. about 3.5
+    assert not enhance.clears_bar(centre)  # negative on one seed
+    assert not enhance.clears_bar(torch.tensor([1.0, 9.0]))  # mean 5 < s.d. 5.7
